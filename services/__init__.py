@@ -1,0 +1,1 @@
+"""Small services that publish events to the stream."""
