@@ -31,6 +31,16 @@ Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
 """Turns the payload of version ``v`` of a type into version ``v + 1`` (setting ``"v"``)."""
 
+_NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What msgspec raises for bytes that are not (acceptable) JSON at all."""
+
+
+class _Versioned(msgspec.Struct):
+    """Only the ``v`` of a payload, to tell "v absent" from "v = current"."""
+
+    v: Any = None
+
+
 _AT = re.compile(r"^(?P<reason>.*?) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
@@ -71,7 +81,7 @@ class Codec:
         *,
         max_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
-        self.types: Final[dict[str, type[Event]]] = {t.TYPE: t for t in types}
+        self.types: Final[dict[str, type[Event]]] = {_tag(t): t for t in types}
         self.current: Final[dict[str, int]] = {
             name: _default_version(t) for name, t in self.types.items()
         }
@@ -85,6 +95,7 @@ class Codec:
             for name, t in self.types.items()
         }
         self._keys = msgspec.json.Decoder(dict[str, msgspec.Raw])
+        self._version = msgspec.json.Decoder(_Versioned)
 
     def encode(self, event: Event) -> bytes:
         """Validate ``event`` against the contract and return its JSON bytes."""
@@ -104,17 +115,22 @@ class Codec:
             event = self._decoder.decode(data)
         except msgspec.ValidationError as error:
             return self._decode_slow(data, error)
-        except msgspec.DecodeError as error:
+        except _NOT_JSON as error:
             raise InvalidEvent("$", f"not valid JSON ({error})") from None
-        if event.v != self.current[event.TYPE]:
+        current = self.current[_tag(type(event))]
+        if event.v != current or (current > 1 and self._version.decode(data).v is None):
+            # An older version, or one without `v` (v1) that happens to fit the current shape.
             return self._decode_slow(data, None)
         return event
 
     def validate_json(self, data: bytes | bytearray | memoryview) -> Event:
         """Validate raw JSON from a producer strictly: also refuse fields the type does not have."""
         event = self.decode(data)
-        keys = self._keys.decode(data)
-        allowed = self._field_names[event.TYPE]
+        try:
+            keys = self._keys.decode(data)
+        except _NOT_JSON as error:
+            raise InvalidEvent("$", f"not valid JSON ({error})") from None
+        allowed = self._field_names[_tag(type(event))]
         for key in keys:
             if key not in allowed:
                 raise InvalidEvent(key, "is not a field of this type")
@@ -130,7 +146,7 @@ class Codec:
         """Handle what the fast path could not: old versions, future versions, and errors."""
         try:
             payload = msgspec.json.decode(data)
-        except msgspec.DecodeError as exc:
+        except _NOT_JSON as exc:
             raise InvalidEvent("$", f"not valid JSON ({exc})") from None
         if not isinstance(payload, dict):
             raise InvalidEvent("$", f"expected a JSON object, got {type(payload).__name__}")
@@ -153,7 +169,10 @@ class Codec:
             upcast = self.upcasters.get((type_, version))
             if upcast is None:
                 raise UnsupportedVersion(type_, version, current)
-            payload = upcast(payload)
+            try:
+                payload = upcast(payload)
+            except Exception as exc:
+                raise InvalidEvent("$", f"cannot upcast {type_!r} v{version}: {exc!r}") from None
             version += 1
             if payload.get("v") != version:
                 raise InvalidEvent("v", f"upcaster of {type_!r} v{version - 1} did not set v")
@@ -161,6 +180,12 @@ class Codec:
             return self._decoder.decode(self._encoder.encode(payload))
         except msgspec.ValidationError as exc:
             raise _translate(exc) from None
+
+
+def _tag(cls: type[Event]) -> str:
+    """The wire tag of an event type, read from its Struct configuration."""
+    tag = cls.__struct_config__.tag
+    return tag if isinstance(tag, str) else ""
 
 
 def _default_version(cls: type[Event]) -> int:

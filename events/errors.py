@@ -21,7 +21,7 @@ class InvalidEvent(EventError, ValueError):
     """
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+        super().__init__(f"{field or repr(field)}: {reason}")
         self.field = field
         self.reason = reason
 

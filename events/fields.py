@@ -42,10 +42,13 @@ UtcTime = Annotated[
     Meta(tz=True, description="RFC 3339 timestamp in UTC (offset `Z` or `+00:00`)."),
 ]
 
-Title = Annotated[str, Meta(min_length=1, max_length=MAX_TITLE_LENGTH)]
-Body = Annotated[str, Meta(max_length=MAX_BODY_LENGTH)]
-Note = Annotated[str, Meta(max_length=MAX_NOTE_LENGTH)]
-Tag = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.+#-]*$", max_length=MAX_TAG_LENGTH)]
+_NO_NUL = r"^[^\x00]*$"
+"""Text never holds NUL: PostgreSQL text columns cannot store it."""
+
+Title = Annotated[str, Meta(min_length=1, max_length=MAX_TITLE_LENGTH, pattern=_NO_NUL)]
+Body = Annotated[str, Meta(max_length=MAX_BODY_LENGTH, pattern=_NO_NUL)]
+Note = Annotated[str, Meta(max_length=MAX_NOTE_LENGTH, pattern=_NO_NUL)]
+Tag = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.+#-]*$(?!\n)", max_length=MAX_TAG_LENGTH)]
 Version = Annotated[int, Meta(ge=1, le=1000, description="Schema version of this event type.")]
 
 ContentKind = Literal["post", "reply"]

@@ -13,7 +13,8 @@ MAX_EVENT_BYTES: Final = 64 * 1024
 MAX_ID_LENGTH: Final = 64
 
 #: Pattern every identifier matches.
-ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$(?!\n)"
+"""(msgspec matches with ``re.search``, where ``$`` alone would allow a final newline.)"""
 
 #: Longest post title, in characters.
 MAX_TITLE_LENGTH: Final = 300
