@@ -127,12 +127,34 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if value != "":
             raw[field] = value
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as error:
         message = str(error)
         field = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else ""
         name = env_name(field) if field else "configuration"
         raise ConfigError(f"{name}: {message.split(' - at ')[0]}") from None
+    if settings.publish_deadline >= settings.stream_duplicate_window:
+        # A retry after the dedupe window could store an event twice.
+        raise ConfigError(
+            f"{env_name('publish_deadline')} ({settings.publish_deadline}s) must be shorter than "
+            f"{env_name('stream_duplicate_window')} ({settings.stream_duplicate_window}s)"
+        )
+    return settings
+
+
+def _decode_path(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot convert {value!r} to {type_}")
+
+
+def sources(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """For each setting, where its value comes from: the variable's name, or ``default``."""
+    environ = os.environ if environ is None else environ
+    return {
+        field: env_name(field) if environ.get(env_name(field), "") != "" else "default"
+        for field in Settings.__struct_fields__
+    }
 
 
 def _known_names() -> str:
