@@ -64,8 +64,10 @@ class EmbeddedNats:
     ) -> None:
         self.store_dir = Path(store_dir)
         self.binary = find_nats_server(binary)
-        self.port = port or free_port()
-        self.monitor_port = free_port()
+        # 0 = let the server choose (no race with other processes); learned from its ports file
+        # at the first start and kept, so a restart listens where clients reconnect.
+        self.port = port or 0
+        self.monitor_port = 0
         self.extra_args = list(extra_args or [])
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -86,11 +88,16 @@ class EmbeddedNats:
         if self.running:
             return self.url
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        ports_dir = self.store_dir / "ports"
+        ports_dir.mkdir(exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
         args = [
             str(self.binary),
             "--addr", _HOST,
-            "--port", str(self.port),
-            "--http_port", str(self.monitor_port),
+            "--port", str(self.port or -1),
+            "--http_port", str(self.monitor_port or -1),
+            "--ports_file_dir", str(ports_dir),
             "--jetstream",
             "--store_dir", str(self.store_dir),
             "--log", str(self._log_path),
@@ -98,21 +105,42 @@ class EmbeddedNats:
         ]  # fmt: skip
         try:
             self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                # Its own session: Ctrl-C in the terminal reaches Agora, which stops it in order.
+                start_new_session=True,
             )
         except OSError as error:
             raise NatsServerError(f"cannot start {self.binary}: {error}") from error
         self._wait_healthy()
         return self.url
 
+    def _read_ports(self, ports_dir: Path) -> bool:
+        process = self._process
+        assert process is not None
+        path = ports_dir / f"{self.binary.name}_{process.pid}.ports"
+        try:
+            ports = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        self.port = int(ports["nats"][0].rsplit(":", 1)[1])
+        self.monitor_port = int(ports["monitoring"][0].rsplit(":", 1)[1])
+        return True
+
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        health = f"http://{_HOST}:{self.monitor_port}/healthz?js-enabled-only=true"
+        ports_dir = self.store_dir / "ports"
         last = "no answer"
         while time.monotonic() < deadline:
             process = self._process
             if process is None or process.poll() is not None:
                 raise NatsServerError(f"nats-server exited at start: {self._tail()}")
+            if not self._read_ports(ports_dir):
+                time.sleep(0.02)
+                continue
+            health = f"http://{_HOST}:{self.monitor_port}/healthz?js-enabled-only=true"
             try:
                 with urllib.request.urlopen(health, timeout=1) as response:
                     if json.loads(response.read()).get("status") == "ok":

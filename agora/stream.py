@@ -107,21 +107,28 @@ class EnsureResult:
     info: StreamInfo
 
 
+async def _existing(js: JetStreamContext) -> StreamInfo | None:
+    try:
+        return await js.stream_info(STREAM)
+    except nats.js.errors.NotFoundError:
+        return None
+
+
 async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> EnsureResult:
     """Create AGORA if missing; raise StreamConfigMismatch if it exists with another config."""
     want = settings.config()
     try:
-        info = await js.stream_info(STREAM)
-    except nats.js.errors.NotFoundError:
-        try:
-            return EnsureResult(created=True, info=await js.add_stream(want))
-        except nats.js.errors.BadRequestError as error:
-            # Another process created it between our look and our create: compare with theirs.
-            if getattr(error, "err_code", None) != 10058:
-                raise AgoraError(f"cannot create stream {STREAM}: {error}") from error
-            info = await js.stream_info(STREAM)
-    except (nats.errors.Error, nats.js.errors.Error) as error:
-        raise AgoraError(f"cannot read stream {STREAM}: {error}") from error
+        info = await _existing(js)
+        if info is None:
+            try:
+                return EnsureResult(created=True, info=await js.add_stream(want))
+            except nats.js.errors.BadRequestError as error:
+                # Another process created it between our look and our create: compare with theirs.
+                if getattr(error, "err_code", None) != 10058:
+                    raise AgoraError(f"cannot create stream {STREAM}: {error}") from error
+                info = await js.stream_info(STREAM)
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as error:
+        raise AgoraError(f"cannot create or read stream {STREAM}: {error}") from error
     diff = differences(info.config, want)
     if diff:
         raise StreamConfigMismatch(diff)
