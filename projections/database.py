@@ -1,0 +1,71 @@
+"""Database engines for projections: SQLite by default, PostgreSQL through psycopg 3.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL``: a process crash never loses a committed
+transaction, and a power loss can only lose the last transactions *together with* their
+checkpoints, so replay restores them -- exactly-once holds either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from projections.errors import DatabaseError
+
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+
+
+def normalise_url(url: str) -> sa.URL:
+    """Parse ``url``; plain ``postgresql://`` URLs are routed to the psycopg 3 driver."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as error:
+        raise DatabaseError(f"not a database URL: {url!r}") from error
+    if parsed.drivername in _POSTGRES_SCHEMES:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise DatabaseError(f"unsupported database {parsed.drivername!r}: use SQLite or PostgreSQL")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy emits BEGIN itself (below); pysqlite's own transaction handling must be off.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock at BEGIN: a transaction that reads the checkpoint and then writes can
+    # otherwise fail to upgrade its lock when another writer got there first.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """Create a SQLAlchemy engine for ``url`` with Agora's per-dialect settings."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def check_connection(engine: Engine) -> str:
+    """Open a connection and return the server's version string; raise DatabaseError if not."""
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                return "SQLite " + str(conn.execute(sa.text("select sqlite_version()")).scalar())
+            return str(conn.execute(sa.text("select version()")).scalar())
+    except sa.exc.SQLAlchemyError as error:
+        raise DatabaseError(
+            f"cannot connect to {engine.url.render_as_string()}: {error}"
+        ) from error

@@ -1,0 +1,11 @@
+"""The error root of the projection package; driver errors are translated into these."""
+
+from __future__ import annotations
+
+
+class ProjectionError(Exception):
+    """Root of every error raised by the ``projections`` package."""
+
+
+class DatabaseError(ProjectionError):
+    """The projection database could not be reached or refused an operation."""
