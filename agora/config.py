@@ -60,7 +60,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = 5.0
     publish_deadline: Annotated[
         float, Meta(gt=0, description="Seconds one event may take, retries included.")
-    ] = 60.0
+    ] = 30.0
     publish_max_in_flight: Annotated[
         int, Meta(ge=1, le=65536, description="Unacknowledged publishes in flight.")
     ] = 4096

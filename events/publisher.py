@@ -211,7 +211,7 @@ class Publisher:
         codec: Codec = CODEC,
         stream: str = STREAM,
         ack_timeout: float = 5.0,
-        deadline: float = 60.0,
+        deadline: float = 30.0,
         max_in_flight: int = 4096,
     ) -> None:
         if not ack_timeout > 0:

@@ -26,7 +26,7 @@ VALID: dict[str, tuple[str, Any]] = {
     "stream_max_age": ("86400.5", 86400.5),
     "stream_max_bytes": ("1073741824", 1073741824),
     "publish_timeout": ("2.5", 2.5),
-    "publish_deadline": ("30", 30.0),
+    "publish_deadline": ("20", 20.0),
     "publish_max_in_flight": ("512", 512),
     "log_format": ("json", "json"),
     "log_level": ("debug", "debug"),
@@ -56,7 +56,7 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.stream_max_age == 0.0
     assert settings.stream_max_bytes == -1
     assert settings.publish_timeout == 5.0
-    assert settings.publish_deadline == 60.0
+    assert settings.publish_deadline == 30.0
     assert settings.publish_max_in_flight == 4096
     assert (settings.log_format, settings.log_level) == ("auto", "info")
     assert settings.effective_database_url == (
@@ -179,3 +179,9 @@ def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch
         assert get_settings().stream_replicas == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_a_publish_deadline_past_the_dedupe_window_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"AGORA_PUBLISH_DEADLINE .* shorter than"):
+        load_settings({"AGORA_PUBLISH_DEADLINE": "90", "AGORA_STREAM_DUPLICATE_WINDOW": "60"})
+    assert load_settings({"AGORA_STREAM_DUPLICATE_WINDOW": "60"}).publish_deadline == 30.0
