@@ -137,7 +137,8 @@ def test_dropping_a_key_fails_on_that_key_or_decodes(event: Event, data: st.Data
     del payload[key]
     result = check(json.dumps(payload).encode())
     if isinstance(result, InvalidEvent):
-        assert result.field == key
+        # A list replaced by a list of another item type is reported at the item: tags[0].
+        assert result.field == key or result.field.startswith((f"{key}[", f"{key}."))
     else:
         assert isinstance(result, type(event))
 
@@ -151,7 +152,8 @@ def test_changing_a_value_type(event: Event, data: st.DataObject) -> None:
     payload[key] = value
     result = check(json.dumps(payload).encode())
     if isinstance(result, InvalidEvent):
-        assert result.field == key
+        # A list replaced by a list of another item type is reported at the item: tags[0].
+        assert result.field == key or result.field.startswith((f"{key}[", f"{key}."))
 
 
 @FUZZ
