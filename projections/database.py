@@ -41,10 +41,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
+_BEGIN = "sqlite_begin"
+"""Execution option choosing how a SQLite transaction begins: IMMEDIATE (default) or DEFERRED."""
+
+
+def _sqlite_begin(conn: Any) -> None:
     # Take the write lock at BEGIN: a transaction that reads the checkpoint and then writes can
-    # otherwise fail to upgrade its lock when another writer got there first.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # otherwise fail to upgrade its lock when another writer got there first. Readers (see
+    # reader()) begin DEFERRED: in WAL mode they then never wait for a writer.
+    mode = conn.get_execution_options().get(_BEGIN, "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
 
 
 def create_engine(url: str, **kwargs: Any) -> Engine:
@@ -53,9 +59,20 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        sa.event.listen(engine, "begin", _sqlite_begin_immediate)
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine (and pool) for read-only work.
+
+    On SQLite every transaction of :func:`create_engine`'s engines begins IMMEDIATE, taking the
+    write lock, so a reader would queue behind a busy writer (and could wait up to the busy
+    timeout). Transactions of this engine begin DEFERRED: in WAL mode a reader then reads its
+    snapshot without waiting. They must not write. PostgreSQL ignores the option.
+    """
+    return engine.execution_options(**{_BEGIN: "DEFERRED"})
 
 
 def check_connection(engine: Engine) -> str:

@@ -1,0 +1,71 @@
+"""The engine's own tables: registry of generations, checkpoints, dead letters, status.
+
+They live beside the projection tables in the same database, so a batch's effects, its dead
+letters and its checkpoint commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+INFRA = sa.MetaData()
+"""Metadata of the engine's tables (created by :func:`projections.store.ensure_infra`)."""
+
+generations = sa.Table(
+    "agora_generations",
+    INFRA,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False, comment="projection code version"),
+    sa.Column(
+        "state", sa.String(16), nullable=False, comment="building | active | retired | dropped"
+    ),
+    sa.Column("partitions", sa.Integer, nullable=False),
+    sa.Column("start_seq", sa.BigInteger, nullable=False, comment="first stream sequence folded"),
+)
+
+checkpoints = sa.Table(
+    "agora_checkpoints",
+    INFRA,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False, comment="last stream sequence applied"),
+    sa.Column("events", sa.BigInteger, nullable=False, comment="events applied"),
+    sa.Column("duplicates", sa.BigInteger, nullable=False, comment="repeated event ids ignored"),
+    sa.Column("dead_letters", sa.BigInteger, nullable=False),
+)
+
+dead_letters = sa.Table(
+    "agora_dead_letters",
+    INFRA,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, comment="invalid | fold"),
+    sa.Column("error_class", sa.String(128), nullable=False),
+    sa.Column("error_message", sa.Text, nullable=False),
+    sa.Column(
+        "first_seen",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        comment="the message's stream timestamp (deterministic across replays)",
+    ),
+)
+
+status = sa.Table(
+    "agora_status",
+    INFRA,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False, comment="running | paused | stopped"),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("worker", sa.String(128), nullable=True),
+    sa.Column("rate", sa.Float, nullable=False, default=0.0, comment="events/s since start"),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="wall clock"),
+)

@@ -1,0 +1,720 @@
+"""The SQL side of the engine: generations of tables, stable views, and the batch transaction.
+
+One call of :meth:`ProjectionStore.apply` is one transaction that (1) fences on the checkpoint --
+it commits only if the checkpoint is still where this writer left it, so two writers can never
+both apply a batch -- (2) sets aside undecodable events as dead letters, (3) skips event ids seen
+before, (4) loads the rows the fold asked for, folds, writes the merged changes with multi-row
+upserts, and (5) moves the checkpoint. A crash at any instant leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from events.codec import CODEC, Codec
+from projections.api import Delivered, Projection, TableNamer
+from projections.changes import Changes, Key, Row, RowChange, TableSpec
+from projections.database import reader
+from projections.errors import DatabaseError, ProjectionError
+from projections.infra import INFRA, checkpoints, dead_letters, generations
+from projections.locks import WriterLock
+
+_KEY_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A message as read from the stream, before decoding."""
+
+    seq: int
+    subject: str
+    data: bytes
+    timestamp_ns: int
+
+
+class FoldPolicy(enum.StrEnum):
+    """What to do when a fold raises (a bug in the projection, not bad input)."""
+
+    PAUSE = "pause"
+    """Stop the partition, keep the checkpoint before the batch, show the error in status."""
+    PARK = "park"
+    """Set the event aside as a dead letter of kind ``fold`` and go on."""
+
+
+class NotCaughtUp(ProjectionError):
+    """A generation cannot be swapped in yet: it is behind the one serving."""
+
+
+class Fenced(ProjectionError):
+    """The checkpoint moved under this writer: another worker owns the partition."""
+
+
+class FoldFailed(ProjectionError):
+    """The fold raised on an event and the policy is to pause."""
+
+    def __init__(self, seq: int, error: BaseException) -> None:
+        super().__init__(f"fold failed at seq {seq}: {type(error).__name__}: {error}")
+        self.seq = seq
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRow:
+    """One generation of a projection as the registry records it."""
+
+    generation: int
+    version: int
+    state: str
+    partitions: int
+    start_seq: int
+    checkpoints: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOutcome:
+    """What :meth:`ProjectionStore.retry_dead_letters` did."""
+
+    applied: list[int]
+    duplicates: list[int]
+    failed: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one applied batch did."""
+
+    last_seq: int
+    applied: int
+    duplicates: int
+    dead_letters: int
+
+
+def _seen_table(metadata: sa.MetaData, projection: str, generation: int) -> sa.Table:
+    return sa.Table(
+        f"agora_seen_{projection}__g{generation}",
+        metadata,
+        sa.Column("event_id", sa.Uuid, primary_key=True),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+    )
+
+
+def _spec(table: sa.Table) -> TableSpec:
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        default = column.default
+        if isinstance(default, sa.ColumnDefault) and default.is_scalar:
+            defaults[column.name] = default.arg
+    return TableSpec(
+        table.name,
+        tuple(c.name for c in table.primary_key.columns),
+        tuple(c.name for c in table.columns),
+        defaults,
+    )
+
+
+class Generation:
+    """The physical tables of one generation of a projection."""
+
+    def __init__(self, projection: Projection, generation: int) -> None:
+        self.number = generation
+        self.metadata = sa.MetaData()
+        self.namer = TableNamer(projection.name, generation)
+        self.tables = projection.define_tables(self.metadata, self.namer)
+        for logical, table in self.tables.items():
+            if not table.primary_key.columns:
+                raise ProjectionError(f"{projection.name}.{logical} has no primary key")
+            if table.name != self.namer(logical):
+                raise ProjectionError(f"{projection.name}.{logical} must be named by table_name")
+        self.seen = _seen_table(self.metadata, projection.name, generation)
+        self.specs = {logical: _spec(table) for logical, table in self.tables.items()}
+
+
+class ProjectionStore:
+    """Applies batches of one projection to a SQLite or PostgreSQL database."""
+
+    def __init__(self, engine: Engine, projection: Projection, codec: Codec = CODEC) -> None:
+        self.engine = engine
+        self.projection = projection
+        self.codec = codec
+        self.dialect = engine.dialect.name
+        self._reader = reader(engine)
+        self._generations: dict[int, Generation] = {}
+        self._statements: dict[tuple[str, tuple[frozenset[str], ...]], Any] = {}
+
+    # -- generations ------------------------------------------------------------------------
+
+    def generation(self, number: int) -> Generation:
+        """The table set of generation ``number`` (defined, not necessarily created)."""
+        gen = self._generations.get(number)
+        if gen is None:
+            gen = self._generations[number] = Generation(self.projection, number)
+        return gen
+
+    def ensure(self, number: int, partitions: int = 1, start_seq: int = 1) -> Generation:
+        """Create generation ``number``'s tables and checkpoints if missing (idempotent)."""
+        gen = self.generation(number)
+        name = self.projection.name
+        try:
+            with self.engine.begin() as conn:
+                INFRA.create_all(conn)
+                gen.metadata.create_all(conn)
+                exists = conn.execute(
+                    sa.select(generations.c.state).where(
+                        generations.c.projection == name, generations.c.generation == number
+                    )
+                ).first()
+                if exists is None:
+                    conn.execute(
+                        generations.insert().values(
+                            projection=name,
+                            generation=number,
+                            version=self.projection.version,
+                            state="building",
+                            partitions=partitions,
+                            start_seq=start_seq,
+                        )
+                    )
+                    conn.execute(
+                        checkpoints.insert(),
+                        [
+                            {
+                                "projection": name,
+                                "generation": number,
+                                "partition": p,
+                                "version": self.projection.version,
+                                "last_seq": start_seq - 1,
+                                "events": 0,
+                                "duplicates": 0,
+                                "dead_letters": 0,
+                            }
+                            for p in range(partitions)
+                        ],
+                    )
+        except sa.exc.SQLAlchemyError as error:
+            raise DatabaseError(f"cannot create tables of {name} g{number}: {error}") from error
+        return gen
+
+    def checkpoint(self, number: int, partition: int = 0) -> int:
+        """The last stream sequence applied by a partition of a generation."""
+        with self._reader.connect() as conn:
+            value = conn.execute(
+                sa.select(checkpoints.c.last_seq).where(
+                    checkpoints.c.projection == self.projection.name,
+                    checkpoints.c.generation == number,
+                    checkpoints.c.partition == partition,
+                )
+            ).scalar()
+        if value is None:
+            raise ProjectionError(f"{self.projection.name} g{number} p{partition} does not exist")
+        return int(value)
+
+    def generations(self) -> list[GenerationRow]:
+        """Every generation of this projection, oldest first, with its checkpoints."""
+        name = self.projection.name
+        with self._reader.connect() as conn:
+            if not sa.inspect(conn).has_table(generations.name):
+                return []
+            rows = conn.execute(
+                sa.select(generations)
+                .where(generations.c.projection == name)
+                .order_by(generations.c.generation)
+            ).all()
+            points = conn.execute(
+                sa.select(checkpoints.c.generation, checkpoints.c.last_seq)
+                .where(checkpoints.c.projection == name)
+                .order_by(checkpoints.c.generation, checkpoints.c.partition)
+            ).all()
+        by_gen: dict[int, list[int]] = {}
+        for gen_number, last_seq in points:
+            by_gen.setdefault(gen_number, []).append(int(last_seq))
+        return [
+            GenerationRow(
+                r.generation,
+                r.version,
+                r.state,
+                r.partitions,
+                r.start_seq,
+                tuple(by_gen.get(r.generation, [])),
+            )
+            for r in rows
+        ]
+
+    def active(self) -> int | None:
+        """The generation the stable names point at, if any."""
+        for row in self.generations():
+            if row.state == "active":
+                return row.generation
+        return None
+
+    def next_generation(self) -> int:
+        """The number a new generation gets."""
+        rows = self.generations()
+        return rows[-1].generation + 1 if rows else 1
+
+    def activate(self, number: int, *, require_caught_up: bool = True) -> None:
+        """Point the stable names at generation ``number``, atomically, in one transaction.
+
+        The previously active generation becomes ``retired`` (kept for rollback until dropped).
+        With ``require_caught_up``, refuse while ``number`` is behind the active generation.
+        """
+        gen = self.generation(number)
+        name = self.projection.name
+        try:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    sa.select(generations.c.generation, generations.c.state)
+                    .where(generations.c.projection == name)
+                    .with_for_update()
+                ).all()
+                states = {r.generation: r.state for r in rows}
+                if states.get(number) not in ("building", "retired", "active"):
+                    raise ProjectionError(f"{name} has no generation {number} to activate")
+                current = next((g for g, st in states.items() if st == "active"), None)
+                if require_caught_up and current is not None and current != number:
+                    mine = self._checkpoints(conn, number)
+                    theirs = self._checkpoints(conn, current)
+                    if mine and theirs and min(mine) < max(theirs):
+                        raise NotCaughtUp(
+                            f"{name} g{number} is at {min(mine)}, g{current} at {max(theirs)}"
+                        )
+                preparer = conn.dialect.identifier_preparer
+                for logical, table in gen.tables.items():
+                    view = preparer.quote(logical)
+                    conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
+                    conn.execute(
+                        sa.text(f"CREATE VIEW {view} AS SELECT * FROM {preparer.quote(table.name)}")
+                    )
+                if current is not None and current != number:
+                    conn.execute(
+                        generations.update()
+                        .where(
+                            generations.c.projection == name, generations.c.generation == current
+                        )
+                        .values(state="retired")
+                    )
+                conn.execute(
+                    generations.update()
+                    .where(generations.c.projection == name, generations.c.generation == number)
+                    .values(state="active")
+                )
+        except sa.exc.SQLAlchemyError as error:
+            raise DatabaseError(f"cannot activate {name} g{number}: {error}") from error
+
+    def _checkpoints(self, conn: Connection, number: int) -> list[int]:
+        rows = conn.execute(
+            sa.select(checkpoints.c.last_seq)
+            .where(
+                checkpoints.c.projection == self.projection.name,
+                checkpoints.c.generation == number,
+            )
+            .with_for_update()
+        ).all()
+        return [int(r[0]) for r in rows]
+
+    def drop(self, number: int) -> None:
+        """Drop a generation's tables; the active one cannot be dropped.
+
+        Refused while a worker holds one of the generation's partitions: its writer locks are
+        taken for the duration, so no worker starts on tables being dropped either.
+        """
+        gen = self.generation(number)
+        name = self.projection.name
+        locks: list[WriterLock] = []
+        try:
+            row = next((r for r in self.generations() if r.generation == number), None)
+            if row is not None and row.state == "active":
+                raise ProjectionError(f"{name} g{number} is active: activate another first")
+            for partition in range(row.partitions if row is not None else 0):
+                lock = WriterLock(self.engine, name, number, partition)
+                if not lock.try_acquire():
+                    raise ProjectionError(
+                        f"{name} g{number} p{partition} has a running worker: stop it first"
+                    )
+                locks.append(lock)
+            self._drop(gen, name, number)
+        except sa.exc.SQLAlchemyError as error:
+            raise DatabaseError(f"cannot drop {name} g{number}: {error}") from error
+        finally:
+            for lock in locks:
+                lock.release()
+
+    def _drop(self, gen: Generation, name: str, number: int) -> None:
+        with self.engine.begin() as conn:
+            state = conn.execute(
+                sa.select(generations.c.state).where(
+                    generations.c.projection == name, generations.c.generation == number
+                )
+            ).scalar()
+            if state is None:
+                raise ProjectionError(f"{name} has no generation {number}")
+            if state == "active":
+                raise ProjectionError(f"{name} g{number} is active: activate another first")
+            gen.metadata.drop_all(conn)
+            conn.execute(
+                generations.update()
+                .where(generations.c.projection == name, generations.c.generation == number)
+                .values(state="dropped")
+            )
+
+    # -- the batch transaction --------------------------------------------------------------
+
+    def apply(
+        self,
+        number: int,
+        partition: int,
+        expected_last_seq: int,
+        messages: Sequence[RawMessage],
+        policy: FoldPolicy = FoldPolicy.PAUSE,
+        through_seq: int | None = None,
+    ) -> BatchOutcome:
+        """Apply ``messages`` (in stream order, after ``expected_last_seq``) in one transaction.
+
+        ``through_seq`` moves the checkpoint past the last message, over sequences this partition
+        does not fold (another partition's communities); it defaults to the last message's.
+        """
+        if messages and through_seq is not None and through_seq < messages[-1].seq:
+            raise ValueError(f"through_seq {through_seq} is before the last message's sequence")
+        # Messages at or before the checkpoint are applied already: never fold them twice.
+        messages = [m for m in messages if m.seq > expected_last_seq]
+        last = through_seq if through_seq is not None else messages[-1].seq if messages else None
+        if last is None or last <= expected_last_seq:
+            return BatchOutcome(expected_last_seq, 0, 0, 0)
+        gen = self.generation(number)
+        try:
+            with self.engine.begin() as conn:
+                return self._apply(conn, gen, partition, expected_last_seq, messages, policy, last)
+        except sa.exc.SQLAlchemyError as error:
+            raise DatabaseError(f"batch of {self.projection.name} failed: {error}") from error
+
+    def _apply(
+        self,
+        conn: Connection,
+        gen: Generation,
+        partition: int,
+        expected: int,
+        messages: Sequence[RawMessage],
+        policy: FoldPolicy,
+        new_last: int,
+    ) -> BatchOutcome:
+        name = self.projection.name
+        where = (
+            (checkpoints.c.projection == name)
+            & (checkpoints.c.generation == gen.number)
+            & (checkpoints.c.partition == partition)
+        )
+        current = conn.execute(sa.select(checkpoints.c.last_seq).where(where).with_for_update())
+        last = current.scalar()
+        if last != expected:
+            raise Fenced(
+                f"{name} g{gen.number} p{partition}: checkpoint is {last}, expected {expected}"
+            )
+
+        letters: list[dict[str, Any]] = []
+        decoded: list[Delivered] = []
+        for message in messages:
+            try:
+                decoded.append(Delivered(message.seq, self.codec.decode(message.data)))
+            except Exception as error:  # InvalidEvent, or anything else the decoder raises
+                letters.append(self._letter(gen, partition, message, "invalid", error))
+
+        fresh, duplicates = self._unseen(conn, gen, decoded)
+        if fresh:
+            try:
+                # A savepoint: if the fold or its writes fail half-way, nothing of it remains.
+                with conn.begin_nested():
+                    self._fold_and_write(conn, gen, fresh)
+            except Exception as error:
+                if not _projection_fault(error):
+                    raise
+                parked = self._fold_one_by_one(conn, gen, fresh)
+                if policy is FoldPolicy.PAUSE:
+                    seq, cause = parked[0] if parked else (fresh[0].seq, error)
+                    raise FoldFailed(seq, cause) from error
+                by_seq = {m.seq: m for m in messages}
+                for seq, exc in parked:
+                    letters.append(self._letter(gen, partition, by_seq[seq], "fold", exc))
+            # Parked events are recorded as seen too: a later copy of one is a duplicate, and
+            # retry_dead_letters recognises the parked event by its sequence.
+            conn.execute(gen.seen.insert(), [{"event_id": d.event.id, "seq": d.seq} for d in fresh])
+        if letters:
+            conn.execute(dead_letters.insert(), letters)
+        conn.execute(
+            checkpoints.update()
+            .where(where)
+            .values(
+                last_seq=new_last,
+                events=checkpoints.c.events + len(messages),
+                duplicates=checkpoints.c.duplicates + duplicates,
+                dead_letters=checkpoints.c.dead_letters + len(letters),
+            )
+        )
+        return BatchOutcome(new_last, len(fresh), duplicates, len(letters))
+
+    def retry_dead_letters(self, number: int, seqs: Sequence[int] | None = None) -> RetryOutcome:
+        """Re-apply parked events (after a fix), in stream order; remove those applied.
+
+        A letter that still fails stays, with its new error; one whose event id was applied in
+        the meantime is removed as a duplicate. Each letter is retried in its own transaction,
+        which first locks its partition's checkpoint, so a running worker and a retry never
+        interleave their reads and writes.
+        """
+        gen = self.generation(number)
+        name = self.projection.name
+        where = (dead_letters.c.projection == name) & (dead_letters.c.generation == number)
+        if seqs is not None:
+            where = where & dead_letters.c.seq.in_(list(seqs))
+        applied: list[int] = []
+        duplicates: list[int] = []
+        failed: dict[int, str] = {}
+        try:
+            with self._reader.connect() as conn:
+                found = conn.execute(
+                    sa.select(dead_letters.c.seq, dead_letters.c.partition)
+                    .where(where)
+                    .order_by(dead_letters.c.seq)
+                ).all()
+            for seq, partition in found:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.select(checkpoints.c.last_seq)
+                        .where(
+                            checkpoints.c.projection == name,
+                            checkpoints.c.generation == number,
+                            checkpoints.c.partition == partition,
+                        )
+                        .with_for_update()
+                    ).all()
+                    key = where & (dead_letters.c.seq == seq)
+                    letter = conn.execute(sa.select(dead_letters).where(key)).first()
+                    if letter is None:  # retried meanwhile by someone else
+                        continue
+                    outcome, error = _retry_one(self, conn, gen, letter)
+                    if outcome == "failed":
+                        assert error is not None
+                        conn.execute(
+                            dead_letters.update()
+                            .where(key)
+                            .values(error_class=type(error).__name__, error_message=str(error))
+                        )
+                        failed[int(seq)] = f"{type(error).__name__}: {error}"
+                        continue
+                    conn.execute(dead_letters.delete().where(key))
+                    conn.execute(
+                        checkpoints.update()
+                        .where(
+                            checkpoints.c.projection == name,
+                            checkpoints.c.generation == number,
+                            checkpoints.c.partition == partition,
+                        )
+                        .values(dead_letters=checkpoints.c.dead_letters - 1)
+                    )
+                    (applied if outcome == "applied" else duplicates).append(int(seq))
+        except sa.exc.SQLAlchemyError as error:
+            raise DatabaseError(f"retrying dead letters of {name} g{number}: {error}") from error
+        return RetryOutcome(applied, duplicates, failed)
+
+    def _letter(
+        self,
+        gen: Generation,
+        partition: int,
+        message: RawMessage,
+        kind: str,
+        error: BaseException,
+    ) -> dict[str, Any]:
+        return {
+            "projection": self.projection.name,
+            "generation": gen.number,
+            "seq": message.seq,
+            "partition": partition,
+            "subject": message.subject,
+            "raw": message.data,
+            "kind": kind,
+            "error_class": type(error).__name__,
+            "error_message": str(error),
+            "first_seen": datetime.fromtimestamp(message.timestamp_ns / 1e9, UTC),
+        }
+
+    def _unseen(
+        self, conn: Connection, gen: Generation, decoded: list[Delivered]
+    ) -> tuple[list[Delivered], int]:
+        """Drop events whose id was applied before (or earlier in this batch)."""
+        if not decoded:
+            return [], 0
+        ids = list({d.event.id for d in decoded})
+        seen: set[UUID] = set()
+        for start in range(0, len(ids), _KEY_CHUNK * 4):
+            chunk = ids[start : start + _KEY_CHUNK * 4]
+            rows = conn.execute(
+                sa.select(gen.seen.c.event_id).where(gen.seen.c.event_id.in_(chunk))
+            )
+            seen.update(row[0] for row in rows)
+        fresh: list[Delivered] = []
+        for d in decoded:
+            if d.event.id in seen:
+                continue
+            seen.add(d.event.id)
+            fresh.append(d)
+        return fresh, len(decoded) - len(fresh)
+
+    def _fold_and_write(self, conn: Connection, gen: Generation, batch: list[Delivered]) -> None:
+        changes = Changes(gen.specs, self._load(conn, gen, self.projection.reads(batch)))
+        self.projection.fold(batch, changes)
+        self._write(conn, gen, changes)
+
+    def _fold_one_by_one(
+        self, conn: Connection, gen: Generation, batch: list[Delivered]
+    ) -> list[tuple[int, BaseException]]:
+        """Fold event by event, parking each one the fold raises on."""
+        parked: list[tuple[int, BaseException]] = []
+        for delivered in batch:
+            try:
+                with conn.begin_nested():
+                    self._fold_and_write(conn, gen, [delivered])
+            except Exception as error:
+                if not _projection_fault(error):
+                    raise
+                parked.append((delivered.seq, error))
+        return parked
+
+    def _load(
+        self, conn: Connection, gen: Generation, wanted: Mapping[str, Iterable[Key]]
+    ) -> dict[str, dict[Key, Row | None]]:
+        loaded: dict[str, dict[Key, Row | None]] = {}
+        for logical, keys in wanted.items():
+            table = gen.tables[logical]
+            spec = gen.specs[logical]
+            unique = list(dict.fromkeys(keys))
+            rows: dict[Key, Row | None] = dict.fromkeys(unique)
+            key_cols = [table.c[k] for k in spec.key]
+            for start in range(0, len(unique), _KEY_CHUNK):
+                chunk = unique[start : start + _KEY_CHUNK]
+                if len(key_cols) == 1:
+                    condition = key_cols[0].in_([k[0] for k in chunk])
+                else:
+                    condition = sa.tuple_(*key_cols).in_(chunk)
+                for row in conn.execute(sa.select(table).where(condition)).mappings():
+                    values = dict(row)
+                    rows[tuple(values[k] for k in spec.key)] = values
+            loaded[logical] = rows
+        return loaded
+
+    def _write(self, conn: Connection, gen: Generation, changes: Changes) -> None:
+        for logical, table in gen.tables.items():
+            spec = gen.specs[logical]
+            deletes: list[Key] = []
+            shapes: dict[tuple[frozenset[str], ...], list[dict[str, Any]]] = {}
+            for change in changes.row_changes(logical):
+                if change.deleted:
+                    deletes.append(change.key)
+                if change.upserts:
+                    shapes.setdefault(change.shape(), []).append(_params(spec, change))
+            if deletes:
+                condition = sa.and_(*(table.c[k] == sa.bindparam(f"k_{k}") for k in spec.key))
+                conn.execute(
+                    table.delete().where(condition),
+                    [{f"k_{k}": v for k, v in zip(spec.key, key, strict=True)} for key in deletes],
+                )
+            for shape, params in shapes.items():
+                conn.execute(self._upsert(table, spec, shape), params)
+            inserts = changes.inserts(logical)
+            if inserts:
+                conn.execute(table.insert(), inserts)
+
+    def _upsert(self, table: sa.Table, spec: TableSpec, shape: tuple[frozenset[str], ...]) -> Any:
+        cache_key = (table.name, shape)
+        statement = self._statements.get(cache_key)
+        if statement is not None:
+            return statement
+        add, put, least, greatest = shape
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        excluded = insert.excluded
+        updates: dict[str, Any] = {}
+        for column in sorted(add):
+            # The inserted value is start + delta (see _params); an update adds the delta.
+            start = spec.start(column)
+            if start:
+                updates[column] = sa.func.coalesce(table.c[column], start) + (
+                    excluded[column] - start
+                )
+            else:
+                updates[column] = sa.func.coalesce(table.c[column], 0) + excluded[column]
+        for column in sorted(put):
+            updates[column] = excluded[column]
+        for column in sorted(least):
+            updates[column] = sa.case(
+                (
+                    sa.or_(table.c[column].is_(None), excluded[column] < table.c[column]),
+                    excluded[column],
+                ),
+                else_=table.c[column],
+            )
+        for column in sorted(greatest):
+            updates[column] = sa.case(
+                (
+                    sa.or_(table.c[column].is_(None), excluded[column] > table.c[column]),
+                    excluded[column],
+                ),
+                else_=table.c[column],
+            )
+        statement = insert.on_conflict_do_update(index_elements=list(spec.key), set_=updates)
+        self._statements[cache_key] = statement
+        return statement
+
+
+def _params(spec: TableSpec, change: RowChange) -> dict[str, Any]:
+    params: dict[str, Any] = dict(zip(spec.key, change.key, strict=True))
+    for column, delta in change.add.items():
+        params[column] = spec.start(column) + delta
+    params.update(change.put)
+    params.update(change.least)
+    params.update(change.greatest)
+    return params
+
+
+def _projection_fault(error: Exception) -> bool:
+    """Whether ``error`` is the projection's fault (its fold, or rows the database refuses).
+
+    Such an error recurs on every replay, so the fold policy (pause or park) applies to it. Any
+    other database error (a lost connection, a lock timeout, a deadlock) is transient: the batch
+    is rolled back and retried from the checkpoint.
+    """
+    if not isinstance(error, sa.exc.SQLAlchemyError):
+        return True
+    if isinstance(error, sa.exc.DataError | sa.exc.IntegrityError | sa.exc.CompileError):
+        return True
+    return isinstance(error, sa.exc.StatementError) and not isinstance(error, sa.exc.DBAPIError)
+
+
+def _retry_one(
+    store: ProjectionStore, conn: Connection, gen: Generation, letter: Any
+) -> tuple[str, Exception | None]:
+    """Re-apply one dead letter inside ``conn``; return (outcome, error)."""
+    try:
+        event = store.codec.decode(letter.raw)
+    except Exception as error:
+        return "failed", error
+    delivered = Delivered(int(letter.seq), event)
+    seen_at = conn.execute(
+        sa.select(gen.seen.c.seq).where(gen.seen.c.event_id == event.id)
+    ).scalar()
+    if seen_at is not None and int(seen_at) != delivered.seq:
+        return "duplicate", None  # another copy of the event was applied
+    try:
+        with conn.begin_nested():
+            store._fold_and_write(conn, gen, [delivered])
+    except Exception as error:
+        if not _projection_fault(error):
+            raise
+        return "failed", error
+    if seen_at is None:  # an invalid letter that decodes now: it was never recorded as seen
+        conn.execute(gen.seen.insert(), [{"event_id": event.id, "seq": delivered.seq}])
+    return "applied", None

@@ -1,0 +1,308 @@
+"""Rebuilds without downtime: a new generation built beside the live one and swapped in.
+
+While generation 1 stays live and events keep arriving, generation 2 is built by replay and swapped
+in atomically; a reader querying the stable name ``event_counts`` the whole time never gets an
+error and never sees its totals go backwards. The swap can be rolled back, the unused generation
+dropped (never the active one), and a new code version makes the Supervisor rebuild by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from support.engine import (
+    DB_KINDS,
+    counts,
+    database_url,
+    make_events,
+    oracle,
+    publish,
+    stream_head,
+    wait_until,
+    wires,
+)
+
+from events import Event
+from projections.counts import EventCounts
+from projections.database import create_engine
+from projections.errors import ProjectionError
+from projections.runner import Worker, WorkerSettings
+from projections.status import wait_for
+from projections.store import FoldPolicy, NotCaughtUp, ProjectionStore, RawMessage
+from projections.supervisor import Supervisor, bootstrap, build_and_swap, start_generation
+
+FAST = WorkerSettings(
+    stall_timeout=2.0, idle_heartbeat=0.5, status_interval=0.2, lock_poll=0.1, db_retry=0.2
+)
+
+
+@pytest.fixture(params=DB_KINDS)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    engine = create_engine(database_url(request.param, tmp_path, request))
+    yield engine
+    engine.dispose()
+
+
+@dataclass
+class Published:
+    """What a background publisher has published so far: (seq, event) pairs."""
+
+    pairs: list[tuple[int, Event]] = field(default_factory=list)
+
+
+async def keep_publishing(
+    js: JetStreamContext, events: list[Event], out: Published, stop: asyncio.Event
+) -> None:
+    """Publish ``events`` one by one at a steady pace until they run out or ``stop`` is set."""
+    pending: list[tuple[asyncio.Future[PubAck], Event]] = []
+    for event, wire in zip(events, wires(events), strict=True):
+        if stop.is_set():
+            break
+        headers = {"Nats-Msg-Id": wire.msg_id}
+        pending.append((await js.publish_async(wire.subject, wire.data, headers=headers), event))
+        if len(pending) >= 100:
+            out.pairs.extend([((await f).seq, e) for f, e in pending])
+            pending.clear()
+        await asyncio.sleep(0.0005)
+    out.pairs.extend([((await f).seq, e) for f, e in pending])
+
+
+@dataclass
+class Reads:
+    """What a reader of the stable view saw."""
+
+    totals: list[int] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+
+def read_total(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(sa.text("SELECT coalesce(sum(events), 0) FROM event_counts")).scalar()
+        )
+
+
+async def keep_reading(engine: sa.Engine, reads: Reads, stop: asyncio.Event) -> None:
+    """Query the stable name in a loop, recording totals and any error."""
+    while not stop.is_set():
+        try:
+            reads.totals.append(await asyncio.to_thread(read_total, engine))
+        except Exception as error:  # every error is a failure of the claim
+            reads.errors.append(error)
+        await asyncio.sleep(0.002)
+
+
+def view_target(engine: sa.Engine, view: str = "event_counts") -> str:
+    """The SQL the stable view is defined with."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            sql = conn.execute(
+                sa.text("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = :v"),
+                {"v": view},
+            ).scalar()
+        else:
+            sql = conn.execute(
+                sa.text("SELECT pg_get_viewdef(CAST(:v AS regclass))"), {"v": view}
+            ).scalar()
+    return str(sql)
+
+
+def table_names(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+@pytest.fixture
+async def background() -> AsyncIterator[list[tuple[asyncio.Event, asyncio.Task[None]]]]:
+    """Tasks a test runs in the background, each with its stop event; stopped at its end."""
+    tasks: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+    yield tasks
+    for stop, _ in tasks:
+        stop.set()
+    await asyncio.wait_for(asyncio.gather(*(t for _, t in tasks), return_exceptions=True), 30)
+
+
+def spawn(
+    tasks: list[tuple[asyncio.Event, asyncio.Task[None]]], make: object
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(make(stop))  # type: ignore[operator]
+    tasks.append((stop, task))
+    return stop, task
+
+
+async def test_a_rebuild_under_load_swaps_atomically_and_can_be_rolled_back(
+    js: JetStreamContext,
+    engine: sa.Engine,
+    background: list[tuple[asyncio.Event, asyncio.Task[None]]],
+) -> None:
+    events = make_events(60_000, seed=21)
+    published = Published()
+    seqs = await publish(js, wires(events[:30_000]))
+    published.pairs.extend(zip(seqs, events[:30_000], strict=True))
+    store = ProjectionStore(engine, EventCounts())
+    assert bootstrap(store, 1) == 1
+    spawn(background, lambda stop: Worker(js, store, generation=1, settings=FAST).run(stop))
+    await wait_for(engine, "event_counts", 30_000, timeout=60)
+
+    reads = Reads()
+    stop_reading, reading = spawn(background, lambda stop: keep_reading(engine, reads, stop))
+    stop_publishing, publishing = spawn(
+        background, lambda stop: keep_publishing(js, events[30_000:], published, stop)
+    )
+    await wait_until(lambda: len(published.pairs) >= 31_000, 60, "live traffic")
+
+    number = start_generation(store, 1)
+    assert number == 2
+    started = time.monotonic()
+    swapped = build_and_swap(js, store, 2, settings=FAST, check_interval=0.05)
+    assert await asyncio.wait_for(swapped, 120)
+    build_seconds = time.monotonic() - started
+    assert store.active() == 2
+    assert "event_counts__g2" in view_target(engine)
+    assert not publishing.done(), "events must keep arriving during the whole rebuild"
+    swapped_at = len(reads.totals)
+    await wait_until(lambda: len(reads.totals) >= swapped_at + 20, 30, "reads after the swap")
+
+    stop_publishing.set()
+    await publishing
+    head = await stream_head(js)
+    assert head == len(published.pairs)
+    # build_and_swap stops its workers after the swap; the active generation runs on.
+    spawn(background, lambda stop: Worker(js, store, generation=2, settings=FAST).run(stop))
+    await wait_for(engine, "event_counts", head, timeout=60)
+    stop_reading.set()
+    await reading
+
+    assert reads.errors == [], f"the stable view failed: {reads.errors[:3]}"
+    assert len(reads.totals) > 50
+    assert reads.totals == sorted(reads.totals), "a reader saw the totals go backwards"
+    expected = oracle(published.pairs)
+    assert counts(engine, "event_counts") == expected
+    assert sum(n for n, _, _ in expected.values()) == head
+    # Generation 1 kept folding live events throughout; it holds the same totals.
+    await wait_until(lambda: store.checkpoint(1) == head, 60, "generation 1 to catch up")
+    assert counts(engine, "event_counts__g1") == expected
+    print(f"build and swap of {head} events under load took {build_seconds:.2f}s")
+
+    # Roll back: the stable names point at generation 1 again, generation 2 is kept.
+    store.activate(1, require_caught_up=False)
+    assert store.active() == 1
+    assert "event_counts__g1" in view_target(engine)
+    assert {r.generation: r.state for r in store.generations()} == {1: "active", 2: "retired"}
+    assert counts(engine, "event_counts") == expected
+
+    with pytest.raises(ProjectionError, match="is active"):
+        store.drop(1)
+    with pytest.raises(ProjectionError, match="running worker"):
+        store.drop(2)  # its worker still runs
+    for stop, task in background:
+        stop.set()
+        await task
+    store.drop(2)
+    assert {r.generation: r.state for r in store.generations()} == {1: "active", 2: "dropped"}
+    remaining = table_names(engine)
+    assert "event_counts__g2" not in remaining and "agora_seen_event_counts__g2" not in remaining
+    assert "event_counts__g1" in remaining
+    assert counts(engine, "event_counts") == expected
+    assert store.next_generation() == 3, "a dropped generation's number is never reused"
+
+
+def test_activation_refuses_a_generation_behind_the_active_one(engine: sa.Engine) -> None:
+    store = ProjectionStore(engine, EventCounts())
+    bootstrap(store, 1)
+    store.ensure(2)
+    messages = [
+        RawMessage(seq, "agora.c1.member.joined", data, seq)
+        for seq, data in enumerate((w.data for w in wires(make_events(10, seed=22))), start=1)
+    ]
+    store.apply(1, 0, 0, messages, FoldPolicy.PAUSE)
+    store.apply(2, 0, 0, messages[:6], FoldPolicy.PAUSE)
+    with pytest.raises(NotCaughtUp):
+        store.activate(2)
+    assert store.active() == 1
+    store.apply(2, 0, 6, messages[6:], FoldPolicy.PAUSE)
+    store.activate(2)
+    assert store.active() == 2
+    assert counts(engine, "event_counts") == counts(engine, "event_counts__g1")
+
+
+async def test_readers_never_fail_while_the_stable_view_is_swapped_back_and_forth(
+    engine: sa.Engine,
+    background: list[tuple[asyncio.Event, asyncio.Task[None]]],
+) -> None:
+    store = ProjectionStore(engine, EventCounts())
+    bootstrap(store, 1)
+    store.ensure(2)
+    messages = [
+        RawMessage(seq, "agora.c1.member.joined", data, seq)
+        for seq, data in enumerate((w.data for w in wires(make_events(2_000, seed=24))), start=1)
+    ]
+    for generation in (1, 2):
+        store.apply(generation, 0, 0, messages, FoldPolicy.PAUSE)
+    readers = [Reads() for _ in range(3)]
+    for reads in readers:
+        spawn(background, lambda stop, reads=reads: keep_reading(engine, reads, stop))
+    await wait_until(lambda: all(len(r.totals) >= 5 for r in readers), 30, "the readers to read")
+    for i in range(100):
+        await asyncio.to_thread(store.activate, 2 - i % 2, require_caught_up=False)
+        await asyncio.sleep(0)
+    counted = sum(len(r.totals) for r in readers)
+    await wait_until(lambda: sum(len(r.totals) for r in readers) >= counted + 30, 30, "more reads")
+    for stop, task in background:
+        stop.set()
+        await task
+    assert [r.errors for r in readers] == [[], [], []]
+    assert {t for r in readers for t in r.totals} == {2_000}, "a reader saw a half-swapped view"
+    assert store.active() == 1
+
+
+class EventCountsV2(EventCounts):
+    """The same projection in a new code version: deploying it must rebuild."""
+
+    version = 2
+
+
+async def test_a_new_code_version_is_rebuilt_and_swapped_in_by_the_supervisor(
+    js: JetStreamContext,
+    engine: sa.Engine,
+    background: list[tuple[asyncio.Event, asyncio.Task[None]]],
+) -> None:
+    events = make_events(6_000, seed=23)
+    seqs = await publish(js, wires(events[:4_000]))
+    store = ProjectionStore(engine, EventCounts())
+
+    old = Supervisor(js, engine, [EventCounts()], settings=FAST, poll=0.1)
+    stop_old, running_old = spawn(background, old.run)
+    await wait_until(lambda: store.active() == 1, 30, "the first generation")
+    await wait_for(engine, "event_counts", 4_000, timeout=60)
+    stop_old.set()
+    await running_old
+
+    new = Supervisor(js, engine, [EventCountsV2()], settings=FAST, poll=0.1)
+    spawn(background, new.run)
+    seqs += await publish(js, wires(events[4_000:]))
+    await wait_until(lambda: store.active() == 2, 60, "the new version to be swapped in", 0.05)
+    await wait_for(engine, "event_counts", 6_000, timeout=60)
+
+    rows = {r.generation: r for r in store.generations()}
+    assert {g: (r.version, r.state) for g, r in rows.items()} == {
+        1: (1, "retired"),
+        2: (2, "active"),
+    }
+    assert "event_counts__g2" in view_target(engine)
+    assert counts(engine, "event_counts") == oracle(zip(seqs, events, strict=True))
+
+    # A process still running the old code (a rolling deploy) neither folds the new generation
+    # with old code nor rebuilds its own version over it (which the new code would then undo).
+    stale = Supervisor(js, engine, [EventCounts()], settings=FAST, poll=0.1)
+    assert await asyncio.to_thread(stale._wanted) == set()
+    assert [r.generation for r in store.generations()] == [1, 2]

@@ -1,0 +1,65 @@
+"""One projection worker in its own process, for the fault tests that SIGKILL it.
+
+    python tests/integration/worker_proc.py --nats URL --db URL --until N [--partition P]
+
+It runs ``Worker(...).run(until_seq=N)`` for EventCounts on generation 1 (which the test has
+created) and exits 0 once the checkpoint is at N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import nats
+import structlog
+
+from projections.counts import EventCounts
+from projections.database import create_engine
+from projections.runner import Worker, WorkerSettings
+from projections.store import ProjectionStore
+
+
+async def main(args: argparse.Namespace) -> int:
+    nc = await nats.connect(
+        args.nats, max_reconnect_attempts=-1, reconnect_time_wait=0.1, connect_timeout=2
+    )
+    engine = create_engine(args.db)
+    store = ProjectionStore(engine, EventCounts())
+    settings = WorkerSettings(
+        max_events=args.batch,
+        catchup_max_events=args.batch,
+        status_interval=0.1,
+        lock_poll=0.1,
+        db_retry=0.2,
+        stall_timeout=2.0,
+        idle_heartbeat=0.5,
+    )
+    worker = Worker(
+        nc.jetstream(),
+        store,
+        generation=args.generation,
+        partition=args.partition,
+        partitions=args.partitions,
+        settings=settings,
+    )
+    try:
+        await worker.run(until_seq=args.until)
+    finally:
+        await nc.close()
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nats", required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--until", type=int, required=True)
+    parser.add_argument("--generation", type=int, default=1)
+    parser.add_argument("--partition", type=int, default=0)
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1000)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    raise SystemExit(asyncio.run(main(parser.parse_args())))

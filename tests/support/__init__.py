@@ -1,0 +1,1 @@
+"""Helpers shared by the projection engine's tests (``from support.engine import ...``)."""
