@@ -1,8 +1,10 @@
 """The ``agora`` command line.
 
-Exit codes: 0 ok; 1 operational failure (NATS unreachable, events failed or invalid...);
-2 usage or configuration error (a malformed ``AGORA_*`` variable, a bad option); 3 the stream
-exists with another configuration (nothing was changed; every difference is printed).
+Exit codes: 0 ok; 1 operational failure (NATS or the database unreachable, events failed or
+invalid, a paused projection partition in ``status``, a refused ``activate``/``drop``, an
+interrupted build, dead letters still failing...); 2 usage or configuration error (a malformed
+``AGORA_*`` variable, a bad option, an unknown projection); 3 the stream exists with another
+configuration (nothing was changed; every difference is printed).
 
 Human output goes to stdout, errors to stderr, logs (structlog) to stderr; ``--json`` puts one
 JSON document on stdout instead of the human output.
@@ -11,6 +13,7 @@ JSON document on stdout instead of the human output.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import signal
 import sys
@@ -38,18 +41,41 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.engine import Engine
 
 from agora.config import Settings, env_name, get_settings, sources
 from agora.errors import AgoraError, ConfigError, StreamConfigMismatch
+from agora.importing import import_app
 from agora.logs import configure_logging
+from agora.registry import UnknownProjection, get_projection, known_names
 from agora.sample import DEFAULT_STEP, SampleTraffic
-from agora.stack import Stack, StreamStatus
+from agora.stack import Stack, StreamStateView, StreamStatus
+from agora.workers import (
+    STALE_AFTER,
+    BuildOutcome,
+    BuildState,
+    EngineError,
+    StatusRow,
+    build_generation,
+    generation_row,
+    open_engine,
+    parse_time,
+    projection_status,
+    read_partitions,
+    run_workers,
+    seq_at_time,
+    store_of,
+    translate,
+)
 from events.catalogue import Event
 from events.codec import validate_json
 from events.errors import EventError
 from events.publisher import Publisher, PublishResult, PublishStatus
 from events.schema import event_schemas, union_schema
 from events.subjects import STREAM
+from projections.status import PartitionStatus, dead_letter, dead_letter_rows, read_status
+from projections.store import GenerationRow, NotCaughtUp, ProjectionStore
+from projections.supervisor import start_generation
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -123,17 +149,31 @@ def _report_mismatch(error: StreamConfigMismatch) -> None:
         typer.echo(line, err=True)
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine and turn errors into messages and exit codes."""
+class UsageError(AgoraError):
+    """A command's arguments do not fit the state found (exit 2), e.g. a sequence past the head."""
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn errors into messages on stderr and exit codes (see the module docstring)."""
     try:
-        return asyncio.run(coro)
+        yield
     except StreamConfigMismatch as error:
         _report_mismatch(error)
         raise typer.Exit(EXIT_MISMATCH) from None
     except ConfigError as error:
         _fail(f"configuration error: {error}", EXIT_USAGE)
+    except (UnknownProjection, UsageError) as error:
+        _fail(f"error: {error}", EXIT_USAGE)
     except (AgoraError, EventError) as error:
         _fail(f"error: {error}")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine and turn errors into messages and exit codes."""
+    with _errors():
+        return asyncio.run(coro)
+    raise AssertionError("unreachable")  # pragma: no cover - _errors exits or re-raises
 
 
 @app.callback()
@@ -713,6 +753,821 @@ def demo(
     options = _DemoOptions(duration, rate, seed, history, communities, members)
     tally = _run(_demo(settings, options))
     if tally.counts["failed"]:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+# -- projections: worker, status, builds, generations, dead letters ----------------------------
+
+#: Seconds between two plain progress lines of a build when stdout is not a terminal.
+BUILD_PRINT_EVERY = 10.0
+#: Seconds of checkpoint samples behind a build's events/s figure.
+RATE_WINDOW = 5.0
+#: Width of tables printed when stdout is not a terminal (wide enough not to truncate).
+PLAIN_WIDTH = 240
+
+dlq_app = typer.Typer(
+    help="Inspect and retry dead letters: events a projection set aside.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(import_app, name="import")
+
+ProjectionArg = Annotated[
+    str, typer.Argument(metavar="PROJECTION", help="A projection name, e.g. event_counts.")
+]
+GenerationArg = Annotated[
+    int, typer.Argument(metavar="GENERATION", min=1, help="A generation number (see status).")
+]
+PartitionsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--partitions",
+        min=1,
+        help="Partitions of the new generation (default: the active generation's, else 1).",
+    ),
+]
+NoSwapOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-swap",
+        help="Stop once caught up, leaving the generation building for `agora activate`.",
+    ),
+]
+ResumeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--resume",
+        metavar="GENERATION",
+        min=1,
+        help="Continue an interrupted build of this generation instead of starting one.",
+    ),
+]
+
+
+def _wide() -> Console:
+    """The console for tables: stdout's, or a wide one when stdout is not a terminal."""
+    if out.is_terminal:
+        return out
+    return Console(highlight=False, markup=False, width=PLAIN_WIDTH)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop``; a second one cancels the command at once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal() -> None:
+        if stop.is_set() and task is not None:
+            task.cancel()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _run_stoppable(coro: Coroutine[Any, Any, T]) -> T:
+    """:func:`_run` for commands stopped by a signal; a second signal exits 1 at once."""
+    try:
+        return _run(coro)
+    except asyncio.CancelledError:
+        _fail("stopped at once (second signal)")
+
+
+def _check_names(names: Sequence[str]) -> None:
+    for name in names:
+        with _errors():
+            get_projection(name)
+
+
+def _partition_list(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        parts = sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"not a comma-separated list of numbers: {value!r}") from None
+    if not parts or parts[0] < 0:
+        raise typer.BadParameter(f"partitions are numbers from 0: {value!r}")
+    return parts
+
+
+def _open_engine(settings: Settings) -> Engine:
+    with _errors():
+        return open_engine(settings)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="PROJECTION", help="Projections to run (default: all registered)."),
+    ] = None,
+    partitions: Annotated[
+        int,
+        typer.Option(
+            "--partitions",
+            min=1,
+            help="Partitions of generations this worker creates (the first one, rebuilds).",
+        ),
+    ] = 1,
+    only_partitions: Annotated[
+        str | None,
+        typer.Option(
+            "--only-partitions",
+            metavar="P,P...",
+            help="Run only these live partitions (e.g. 0,3); other processes run the rest.",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port."
+        ),
+    ] = None,
+    metrics_addr: Annotated[
+        str, typer.Option("--metrics-addr", help="Address the metrics endpoint listens on.")
+    ] = "127.0.0.1",
+) -> None:
+    """Run projection workers until Ctrl-C or SIGTERM (exit 0): live, and any building ones.
+
+    Each partition has one writer at a time (a lock in the database), so several worker
+    processes can run side by side; an idle one takes over a partition whose owner died.
+    Generations left building (an interrupted rebuild, a new projection version) are built and
+    swapped in. One progress line per projection every few seconds goes to the log.
+    """
+    settings = _settings(ctx)
+    chosen = list(names or [])
+    _check_names(chosen)
+    only = _partition_list(only_partitions)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        with _stop_on_signals(stop):
+            async with Stack(settings, name="agora-worker") as stack:
+                label = ", ".join(chosen or known_names())
+                out.print(f"worker: {label} (Ctrl-C to stop)", soft_wrap=True)
+                await run_workers(
+                    stack,
+                    chosen or None,
+                    partitions,
+                    only,
+                    metrics_port,
+                    stop,
+                    metrics_addr=metrics_addr,
+                )
+
+    _run_stoppable(run())
+    out.print("worker stopped")
+
+
+def _status_document(
+    head: int | None, rows: list[StatusRow], nats_error: str | None, idle: list[str]
+) -> dict[str, Any]:
+    stream: dict[str, Any] = {"name": STREAM, "last_seq": head}
+    if nats_error is not None:
+        stream["error"] = nats_error
+    paused = sum(1 for r in rows if r.paused)
+    return {
+        "stream": stream,
+        "partitions": rows,
+        "not_started": idle,
+        "paused": paused,
+        "ok": not paused and nats_error is None,
+    }
+
+
+def _worker_cell(row: StatusRow) -> str:
+    if row.worker_state is None:
+        return "-"
+    text = row.worker_state
+    if row.stale:
+        text += " (stale)"
+    if row.worker_state == "paused" and row.error:
+        text += f": {row.error}"
+    return text
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    projection: Annotated[
+        str | None, typer.Argument(metavar="PROJECTION", help="Only this projection.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show each projection partition: generation, checkpoint, lag, rate, worker, dead letters.
+
+    Lag is in events (stream last seq - checkpoint) and in seconds (the age of the oldest event
+    not applied). Exit 1 when a partition of an active or building generation is paused by a
+    fold error, or when NATS cannot be reached (the database part is still shown).
+    """
+    settings = _settings(ctx)
+    if projection is not None:
+        _check_names([projection])
+    engine = _open_engine(settings)
+    try:
+        head, rows, nats_error = _run(projection_status(settings, engine, projection))
+    finally:
+        engine.dispose()
+    started = {r.projection for r in rows}
+    idle = [n for n in ([projection] if projection else known_names()) if n not in started]
+    document = _status_document(head, rows, nats_error, idle)
+    if as_json:
+        _json(document)
+    else:
+        _print_status(head, rows, idle)
+    if nats_error is not None:
+        typer.echo(f"error: stream lag unknown: {nats_error}", err=True)
+    for row in rows:
+        if row.paused:
+            typer.echo(
+                f"{row.projection} g{row.generation} p{row.partition} is paused: {row.error}",
+                err=True,
+            )
+    if not document["ok"]:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _print_status(head: int | None, rows: list[StatusRow], idle: list[str]) -> None:
+    where = f"last seq {head:,}" if head is not None else "unreachable"
+    table = Table(title=f"projections (stream {STREAM}: {where})", title_justify="left")
+    for column, justify in (
+        ("projection", "left"),
+        ("gen", "right"),
+        ("version", "right"),
+        ("state", "left"),
+        ("part", "right"),
+        ("checkpoint", "right"),
+        ("lag", "right"),
+        ("lag age", "right"),
+        ("events/s", "right"),
+        ("worker", "left"),
+        ("dead letters", "right"),
+        ("updated", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(
+            r.projection,
+            str(r.generation),
+            str(r.version),
+            r.generation_state,
+            str(r.partition),
+            f"{r.checkpoint:,}",
+            f"{r.lag_events:,}" if r.lag_events is not None else "-",
+            _seconds(r.lag_seconds),
+            f"{r.rate:.1f}" if r.rate is not None else "-",
+            _worker_cell(r),
+            str(r.dead_letters),
+            r.updated_at or "-",
+        )
+    if rows:
+        _wide().print(table)
+    for name in idle:
+        out.print(f"{name}: not started (no generation yet; `agora worker` creates it)")
+
+
+class _BuildDisplay:
+    """A progress bar of a build (checkpoint against head, events/s, ETA) or plain lines."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.quiet = quiet
+        self.interactive = out.is_terminal and not quiet
+        self.label = label
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9.0f} events/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=out,
+            disable=not self.interactive,
+        )
+        self.task = self.progress.add_task(label, total=None, rate=0.0)
+        self.samples: deque[tuple[float, int]] = deque()
+        self.next_print = time.monotonic() + BUILD_PRINT_EVERY
+        self.last: BuildState | None = None
+
+    def __enter__(self) -> _BuildDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def rate(self) -> float:
+        """Sequences applied per second over the last few seconds."""
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        return (c1 - c0) / max(t1 - t0, 1e-6)
+
+    def update(self, state: BuildState) -> None:
+        """Show where the build is."""
+        self.last = state
+        now = time.monotonic()
+        self.samples.append((now, state.checkpoint))
+        while len(self.samples) > 2 and self.samples[1][0] < now - RATE_WINDOW:
+            self.samples.popleft()
+        base = state.start_seq - 1
+        self.progress.update(
+            self.task,
+            completed=max(state.checkpoint - base, 0),
+            total=max(state.head - base, state.checkpoint - base, 0),
+            rate=self.rate(),
+        )
+        if not self.interactive and not self.quiet and now >= self.next_print:
+            self.next_print = now + BUILD_PRINT_EVERY
+            out.print(
+                f"{self.label}: checkpoint {state.checkpoint:,} of {state.head:,} "
+                f"({self.rate():.0f} events/s)",
+                soft_wrap=True,
+            )
+
+
+@dataclass
+class _BuildPlan:
+    projection: str
+    start_seq: int | None
+    from_time: datetime | None
+    partitions: int | None
+    swap: bool
+    resume: int | None
+    quiet: bool
+
+
+@dataclass
+class _BuildReport:
+    outcome: BuildOutcome
+    previous: int | None
+
+
+def _live_worker(rows: Sequence[PartitionStatus], generation: int | None) -> str | None:
+    """The id of a worker that looks alive on ``generation`` (a fresh running status row)."""
+    now = datetime.now(UTC)
+    for row in rows:
+        updated = parse_time(row.updated_at)
+        if (
+            row.generation == generation
+            and row.worker_state in ("running", "catching_up")
+            and updated is not None
+            and (now - updated).total_seconds() < STALE_AFTER
+        ):
+            return str(row.worker)
+    return None
+
+
+async def _build(settings: Settings, plan: _BuildPlan) -> _BuildReport:
+    name = plan.projection
+    stop = asyncio.Event()
+    with _stop_on_signals(stop):
+        engine = open_engine(settings)
+        try:
+            store = store_of(engine, name)
+            async with Stack(settings, name="agora-build") as stack:
+                state = (await stack.stream_status()).state
+                with translate():
+                    rows = await asyncio.to_thread(store.generations)
+                active = next((r for r in rows if r.state == "active"), None)
+                number = await _prepare_generation(stack, store, rows, active, plan, state)
+                with translate():
+                    row = await asyncio.to_thread(generation_row, store, number)
+                if row is None:  # pragma: no cover - just created or checked
+                    raise EngineError(f"{name} g{number} disappeared")
+                if not plan.quiet:
+                    serving = f"g{active.generation} keeps serving" if active else "none active yet"
+                    parts = f"{row.partitions} partition{'s' if row.partitions != 1 else ''}"
+                    out.print(
+                        f"building {name} g{number} (version {row.version}, {parts}) from seq "
+                        f"{row.start_seq:,}; stream last seq {state.last_seq:,}; {serving}",
+                        soft_wrap=True,
+                    )
+                if not plan.swap:
+                    live = _live_worker(
+                        await asyncio.to_thread(read_partitions, engine, name),
+                        active.generation if active else None,
+                    )
+                    if live:
+                        typer.echo(
+                            f"note: worker {live} runs {name}; it builds generations left "
+                            f"building and swaps them in, g{number} included",
+                            err=True,
+                        )
+                with _BuildDisplay(f"{name} g{number}", plan.quiet) as display:
+                    outcome = await build_generation(
+                        stack.js,
+                        store,
+                        number,
+                        swap=plan.swap,
+                        stop=stop,
+                        on_progress=display.update,
+                    )
+        finally:
+            engine.dispose()
+    return _BuildReport(outcome, active.generation if active else None)
+
+
+async def _prepare_generation(
+    stack: Stack,
+    store: ProjectionStore,
+    rows: list[GenerationRow],
+    active: GenerationRow | None,
+    plan: _BuildPlan,
+    state: StreamStateView,
+) -> int:
+    """The generation to build: the one to resume, or a new one starting where asked."""
+    name = plan.projection
+    if plan.resume is not None:
+        row = next((r for r in rows if r.generation == plan.resume), None)
+        if row is None:
+            raise EngineError(f"{name} has no generation {plan.resume}")
+        if row.state != "building":
+            raise EngineError(
+                f"{name} g{row.generation} is {row.state}; only a building one resumes"
+            )
+        return row.generation
+    building = next((r for r in rows if r.state == "building"), None)
+    if building is not None:
+        g = building.generation
+        raise EngineError(
+            f"{name} g{g} is already building (from seq {building.start_seq}, at "
+            f"{min(building.checkpoints, default=building.start_seq - 1)}): continue it with "
+            f"`agora replay {name} --resume {g}` (a running `agora worker` continues it too) "
+            f"or drop it with `agora drop {name} {g}`"
+        )
+    start = plan.start_seq or 1
+    if plan.from_time is not None:
+        start = await seq_at_time(stack.js, plan.from_time)
+    if start > state.last_seq + 1:
+        raise UsageError(f"--from-seq {start} is past the stream's last seq {state.last_seq}")
+    if 1 < start < state.first_seq:
+        raise UsageError(
+            f"events before seq {state.first_seq} have expired from the stream; "
+            f"replay from {state.first_seq} or later (or from 1 to take what is left)"
+        )
+    partitions = plan.partitions or (active.partitions if active else 1)
+    with translate():
+        return await asyncio.to_thread(start_generation, store, partitions, start)
+
+
+def _build_command(ctx: typer.Context, plan: _BuildPlan, as_json: bool) -> None:
+    settings = _settings(ctx)
+    _check_names([plan.projection])
+    name = plan.projection
+    report = _run_stoppable(_build(settings, plan))
+    outcome = report.outcome
+    g, previous = outcome.generation, report.previous
+    if as_json:
+        _json(
+            {
+                "projection": name,
+                "generation": g,
+                "previous": previous,
+                "start_seq": outcome.start_seq,
+                "checkpoint": outcome.checkpoint,
+                "stream_last_seq": outcome.head,
+                "swapped": outcome.swapped,
+                "finished": outcome.finished,
+                "seconds": round(outcome.seconds, 3),
+            }
+        )
+    if not outcome.finished:
+        typer.echo(
+            f"stopped: {name} g{g} stays building at checkpoint {outcome.checkpoint:,} of "
+            f"{outcome.head:,}. A running `agora worker` continues it and swaps it in, as does "
+            f"`agora replay {name} --resume {g}`; `agora drop {name} {g}` discards it.",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILURE)
+    if as_json:
+        return
+    applied = outcome.checkpoint - outcome.start_seq + 1
+    speed = applied / max(outcome.seconds, 1e-6)
+    if outcome.swapped:
+        was = f"g{previous}" if previous is not None and previous != g else "none"
+        out.print(
+            f"{name}: g{g} is active, swapped in at seq {outcome.checkpoint:,} after "
+            f"{outcome.seconds:.1f} s ({speed:.0f} events/s); previous: {was}",
+            soft_wrap=True,
+        )
+        if previous is not None and previous != g:
+            out.print(
+                f"g{previous} is retired: roll back with `agora activate {name} {previous} "
+                f"--force`, free it with `agora drop {name} {previous}`",
+                soft_wrap=True,
+            )
+    else:
+        out.print(
+            f"{name}: g{g} caught up at seq {outcome.checkpoint:,} after {outcome.seconds:.1f} s "
+            f"and stays building; swap it in with `agora activate {name} {g}`",
+            soft_wrap=True,
+        )
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"not an ISO 8601 time: {value!r} (e.g. 2026-03-01T12:00:00Z)", param_hint="--from-time"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    projection: ProjectionArg,
+    from_seq: Annotated[
+        int | None, typer.Option("--from-seq", min=1, help="First stream sequence to fold.")
+    ] = None,
+    from_time: Annotated[
+        str | None,
+        typer.Option(
+            "--from-time",
+            metavar="TIME",
+            help="Fold from the first event stored at or after TIME (ISO 8601; UTC if no offset).",
+        ),
+    ] = None,
+    partitions: PartitionsOption = None,
+    no_swap: NoSwapOption = False,
+    resume: ResumeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a new generation from a stream position, then swap it in atomically.
+
+    The active generation keeps serving meanwhile. Ctrl-C stops the build (exit 1) and leaves
+    the generation building: `agora replay PROJECTION --resume G` or a running `agora worker`
+    continues it. Exit 0 once swapped in (or caught up with --no-swap).
+    """
+    if from_seq is not None and from_time is not None:
+        raise typer.BadParameter("give --from-seq or --from-time, not both")
+    if resume is not None and (from_seq or from_time or partitions):
+        raise typer.BadParameter("--resume continues a build as it was started: no other start")
+    when = _parse_time(from_time) if from_time is not None else None
+    plan = _BuildPlan(projection, from_seq, when, partitions, not no_swap, resume, as_json)
+    _build_command(ctx, plan, as_json)
+
+
+@app.command()
+def rebuild(
+    ctx: typer.Context,
+    projection: ProjectionArg,
+    partitions: PartitionsOption = None,
+    no_swap: NoSwapOption = False,
+    resume: ResumeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild a projection from the whole stream (replay from seq 1) and swap it in."""
+    if resume is not None and partitions:
+        raise typer.BadParameter("--resume continues a build as it was started")
+    plan = _BuildPlan(projection, 1, None, partitions, not no_swap, resume, as_json)
+    _build_command(ctx, plan, as_json)
+
+
+@app.command()
+def activate(
+    ctx: typer.Context,
+    projection: ProjectionArg,
+    generation: GenerationArg,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Skip the caught-up check: the rollback to an older one."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Point a projection's tables at another generation, atomically (the old one is retired).
+
+    Without --force a generation behind the active one is refused (exit 1). Running workers
+    switch within a second and catch the generation up from its checkpoint.
+    """
+    settings = _settings(ctx)
+    _check_names([projection])
+    engine = _open_engine(settings)
+    try:
+        with _errors():
+            store = store_of(engine, projection)
+            try:
+                with translate():
+                    previous = store.active()
+                    store.activate(generation, require_caught_up=not force)
+                    row = generation_row(store, generation)
+            except EngineError as error:
+                if isinstance(error.__cause__, NotCaughtUp):
+                    raise EngineError(
+                        f"{error}: it is behind the active generation; --force swaps it in "
+                        "anyway (running workers then catch it up)"
+                    ) from None
+                raise
+    finally:
+        engine.dispose()
+    version = store.projection.version
+    if as_json:
+        _json({"projection": projection, "generation": generation, "previous": previous})
+        return
+    was = f"; g{previous} is retired" if previous not in (None, generation) else ""
+    out.print(f"{projection}: g{generation} is active{was}")
+    if row is not None and row.version != version:
+        out.print(
+            f"note: g{generation} is of version {row.version} and the code of version {version}: "
+            "a running worker rebuilds it"
+        )
+
+
+@app.command()
+def drop(
+    ctx: typer.Context,
+    projection: ProjectionArg,
+    generation: GenerationArg,
+    as_json: JsonOption = False,
+) -> None:
+    """Drop a generation's tables (refused for the active one: exit 1)."""
+    settings = _settings(ctx)
+    _check_names([projection])
+    engine = _open_engine(settings)
+    try:
+        with _errors():
+            store = store_of(engine, projection)
+            with translate():
+                store.drop(generation)
+    finally:
+        engine.dispose()
+    if as_json:
+        _json({"projection": projection, "generation": generation, "dropped": True})
+    else:
+        out.print(f"{projection}: g{generation} dropped")
+
+
+def _letter_fields(row: Any) -> dict[str, Any]:
+    first_seen = row.first_seen
+    if isinstance(first_seen, datetime):
+        if first_seen.tzinfo is None:
+            first_seen = first_seen.replace(tzinfo=UTC)
+        first_seen = first_seen.isoformat().replace("+00:00", "Z")
+    return {
+        "projection": row.projection,
+        "generation": int(row.generation),
+        "seq": int(row.seq),
+        "partition": int(row.partition),
+        "subject": row.subject,
+        "kind": row.kind,
+        "error_class": row.error_class,
+        "error_message": row.error_message,
+        "first_seen": first_seen,
+    }
+
+
+@dlq_app.command("list")
+def dlq_list(
+    ctx: typer.Context,
+    projection: Annotated[
+        str | None, typer.Argument(metavar="PROJECTION", help="Only this projection.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Letters listed at most.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List dead letters, oldest first: projection, generation, seq, subject, kind, error."""
+    settings = _settings(ctx)
+    if projection is not None:
+        _check_names([projection])
+    engine = _open_engine(settings)
+    try:
+        with _errors(), translate("cannot read dead letters"):
+            letters = [_letter_fields(r) for r in dead_letter_rows(engine, projection, limit)]
+            states = {(r.projection, r.generation): r.generation_state for r in read_status(engine)}
+    finally:
+        engine.dispose()
+    for letter in letters:
+        letter["generation_state"] = states.get(
+            (letter["projection"], letter["generation"]), "dropped"
+        )
+    if as_json:
+        _json({"dead_letters": letters, "count": len(letters), "limit": limit})
+        return
+    if not letters:
+        out.print("no dead letters")
+        return
+    table = Table(title="dead letters", title_justify="left")
+    for column in ("projection", "gen", "seq", "part", "subject", "kind", "error", "first seen"):
+        table.add_column(column)
+    for letter in letters:
+        table.add_row(
+            letter["projection"],
+            f"{letter['generation']} ({letter['generation_state']})",
+            str(letter["seq"]),
+            str(letter["partition"]),
+            letter["subject"],
+            letter["kind"],
+            f"{letter['error_class']}: {letter['error_message']}",
+            str(letter["first_seen"]),
+        )
+    _wide().print(table)
+    if len(letters) == limit:
+        out.print(f"(first {limit}; --limit shows more)")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    ctx: typer.Context,
+    projection: ProjectionArg,
+    seq: Annotated[int, typer.Argument(metavar="SEQ", min=1, help="The letter's stream sequence.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one dead letter with its raw payload (as text if UTF-8, else base64)."""
+    settings = _settings(ctx)
+    _check_names([projection])
+    engine = _open_engine(settings)
+    try:
+        with _errors(), translate():
+            row = dead_letter(engine, projection, seq)
+    finally:
+        engine.dispose()
+    letter = _letter_fields(row)
+    raw = bytes(row.raw)
+    try:
+        letter["raw"], letter["raw_encoding"] = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        letter["raw"], letter["raw_encoding"] = base64.b64encode(raw).decode(), "base64"
+    letter["raw_bytes"] = len(raw)
+    if as_json:
+        _json(letter)
+        return
+    table = Table(
+        title=f"dead letter {projection} seq {seq}", show_header=False, title_justify="left"
+    )
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in letter.items():
+        table.add_row(key, str(value))
+    _wide().print(table)
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    ctx: typer.Context,
+    projection: ProjectionArg,
+    seqs: Annotated[
+        list[int] | None,
+        typer.Option("--seq", min=1, help="Retry only this letter (repeatable); default: all."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-apply the active generation's dead letters after a fix; exit 1 if any still fails.
+
+    Applied letters and those whose event was applied meanwhile (duplicates) are removed; a
+    letter that fails again stays, with its new error.
+    """
+    settings = _settings(ctx)
+    _check_names([projection])
+    engine = _open_engine(settings)
+    try:
+        with _errors():
+            store = store_of(engine, projection)
+            with translate(f"cannot retry dead letters of {projection}"):
+                active = store.active()
+                if active is None:
+                    raise EngineError(f"{projection} has no active generation")
+                outcome = store.retry_dead_letters(active, seqs or None)
+    finally:
+        engine.dispose()
+    if as_json:
+        _json(
+            {
+                "projection": projection,
+                "generation": active,
+                "applied": outcome.applied,
+                "duplicates": outcome.duplicates,
+                "failed": [{"seq": s, "error": e} for s, e in sorted(outcome.failed.items())],
+            }
+        )
+    else:
+        out.print(
+            f"{projection} g{active}: applied {len(outcome.applied)}, duplicates "
+            f"{len(outcome.duplicates)}, still failing {len(outcome.failed)}",
+            soft_wrap=True,
+        )
+        for seq, error in sorted(outcome.failed.items()):
+            typer.echo(f"seq {seq}: {error}", err=True)
+    if outcome.failed:
         raise typer.Exit(EXIT_FAILURE)
 
 
