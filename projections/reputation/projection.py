@@ -1,0 +1,678 @@
+"""The reputation projection: explainable points per member, and trust levels, from the log alone.
+
+Every change of a member's score is one ledger row (event, sequence, rule, requested points,
+points applied, balance after), so a member's score is always the sum of their ledger. The fold
+knows authors from the events themselves (``target_author``, ``author``, ``post_author``...) and
+reads only its own tables, each row by a key it can name from the batch (see :func:`_need`).
+
+What the fold keeps besides members and the ledger:
+
+* ``days``: per member and UTC day of event time, the vote-derived points counted against the
+  daily cap, and whether the member did anything that day (for trust levels);
+* ``reactions``: each live reaction and the points it actually moved (after cap and floor), so
+  ``reaction.removed`` takes back exactly those;
+* ``holdings``: per content item and member, the points the member holds from it, so a deletion or
+  a moderator's removal takes them back;
+* ``content``: per post or reply, whether it is deleted (no more points on it) and which reply is
+  accepted;
+* ``trust``: one row per change of a member's trust level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar, Final, assert_never, cast
+
+import sqlalchemy as sa
+
+from events.catalogue import (
+    AnswerAccepted,
+    AnyEvent,
+    ContentHidden,
+    ContentReported,
+    ContentRestored,
+    MemberJoined,
+    MemberLeft,
+    ModerationDecided,
+    PostCreated,
+    PostDeleted,
+    PostEdited,
+    ReactionAdded,
+    ReactionRemoved,
+    ReplyCreated,
+    ReplyDeleted,
+)
+from events.limits import SYSTEM_ACTOR
+from projections.api import Delivered, Projection, TableNamer
+from projections.changes import Changes, Key, Row
+from projections.reputation.rules import APPROVING, DEFAULT, STACKEXCHANGE, RuleSet
+from projections.reputation.trust import Standing, trust_level
+
+FOLD_REVISION: Final = 1
+"""Bump when the fold or the tables change meaning: every rule set's projection is rebuilt."""
+
+_ID = sa.String(64)
+
+
+def version_of(rules: RuleSet) -> int:
+    """The projection version for ``rules``: the fold's revision and the rule set's version."""
+    return FOLD_REVISION * 1000 + rules.version
+
+
+def projection_name(rules: RuleSet) -> str:
+    """``reputation`` for the default rules, ``reputation_<name>`` for any other rule set."""
+    return "reputation" if rules.name == DEFAULT.name else f"reputation_{rules.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """Logical table names of one reputation projection (prefixed by the projection's name)."""
+
+    members: str
+    ledger: str
+    days: str
+    reactions: str
+    holdings: str
+    content: str
+    trust: str
+
+    @classmethod
+    def of(cls, prefix: str) -> Tables:
+        """The names for projection ``prefix``."""
+        return cls(
+            members=f"{prefix}_members",
+            ledger=f"{prefix}_ledger",
+            days=f"{prefix}_days",
+            reactions=f"{prefix}_reactions",
+            holdings=f"{prefix}_holdings",
+            content=f"{prefix}_content",
+            trust=f"{prefix}_trust",
+        )
+
+
+class ReputationProjection(Projection):
+    """Reputation and trust levels under one rule set (see :func:`projection_for`)."""
+
+    rules: ClassVar[RuleSet]
+
+    def __init__(self) -> None:
+        self.t = Tables.of(self.name)
+
+    def define_tables(self, metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table]:
+        """Members, ledger, per-day counts, live reactions, holdings, content state, trust log."""
+        t = self.t
+        members = sa.Table(
+            table_name(t.members),
+            metadata,
+            sa.Column("community", _ID, primary_key=True),
+            sa.Column("member", _ID, primary_key=True),
+            # Every NOT NULL column has a default: the engine's upsert proposes a whole row even
+            # when it only updates some columns of an existing one.
+            sa.Column("score", sa.BigInteger, nullable=False, default=0, comment="= sum(ledger)"),
+            sa.Column("trust_level", sa.SmallInteger, nullable=False, default=0),
+            sa.Column("contributions", sa.Integer, nullable=False, default=0),
+            sa.Column("days_active", sa.Integer, nullable=False, default=0),
+            sa.Column("reactions_given", sa.Integer, nullable=False, default=0),
+            sa.Column("reactions_received", sa.Integer, nullable=False, default=0),
+            sa.Column("reports_upheld", sa.Integer, nullable=False, default=0),
+            sa.Column("banned", sa.Boolean, nullable=False, default=False),
+            sa.Column("suspended_until", sa.DateTime(timezone=True)),
+            sa.Column("first_seq", sa.BigInteger, nullable=False, default=0),
+            sa.Column("updated_seq", sa.BigInteger, nullable=False, default=0),
+            sa.Column("updated_at", sa.DateTime(timezone=True), comment="event time"),
+        )
+        sa.Index(
+            table_name(f"{t.members}_leaderboard"),
+            members.c.community,
+            members.c.score.desc(),
+            members.c.member,
+        )
+        ledger = sa.Table(
+            table_name(t.ledger),
+            metadata,
+            sa.Column("seq", sa.BigInteger, primary_key=True, comment="stream sequence"),
+            sa.Column("n", sa.SmallInteger, primary_key=True, comment="row within the event"),
+            sa.Column("community", _ID, nullable=False),
+            sa.Column("member", _ID, nullable=False),
+            sa.Column("event_id", sa.Uuid, nullable=False),
+            sa.Column("event_type", sa.String(32), nullable=False),
+            sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("rule", sa.String(64), nullable=False),
+            sa.Column("item_kind", sa.String(8), comment="post or reply the points are tied to"),
+            sa.Column("item", _ID),
+            sa.Column("requested", sa.Integer, nullable=False, comment="points the rule gives"),
+            sa.Column("delta", sa.Integer, nullable=False, comment="points applied (cap, floor)"),
+            sa.Column("balance", sa.BigInteger, nullable=False, comment="score after this row"),
+        )
+        sa.Index(
+            table_name(f"{t.ledger}_member"),
+            ledger.c.community,
+            ledger.c.member,
+            ledger.c.seq,
+        )
+        days = sa.Table(
+            table_name(t.days),
+            metadata,
+            sa.Column("community", _ID, primary_key=True),
+            sa.Column("member", _ID, primary_key=True),
+            sa.Column("day", sa.Date, primary_key=True, comment="UTC day of occurred_at"),
+            sa.Column("vote_points", sa.Integer, nullable=False, default=0),
+            sa.Column("active", sa.Boolean, nullable=False, default=False),
+        )
+        reactions = sa.Table(
+            table_name(t.reactions),
+            metadata,
+            sa.Column("community", _ID, primary_key=True),
+            sa.Column("target_kind", sa.String(8), primary_key=True),
+            sa.Column("target", _ID, primary_key=True),
+            sa.Column("actor", _ID, primary_key=True),
+            sa.Column("kind", sa.String(16), primary_key=True),
+            sa.Column("target_author", _ID, nullable=False),
+            sa.Column("day", sa.Date, nullable=False),
+            sa.Column("author_points", sa.Integer, nullable=False, default=0),
+            sa.Column("author_counted", sa.Integer, nullable=False, default=0),
+            sa.Column("voter_points", sa.Integer, nullable=False, default=0),
+            sa.Column("voter_counted", sa.Integer, nullable=False, default=0),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+        )
+        holdings = sa.Table(
+            table_name(t.holdings),
+            metadata,
+            sa.Column("community", _ID, primary_key=True),
+            sa.Column("item_kind", sa.String(8), primary_key=True),
+            sa.Column("item", _ID, primary_key=True),
+            sa.Column("member", _ID, primary_key=True),
+            sa.Column("points", sa.BigInteger, nullable=False, default=0),
+        )
+        content = sa.Table(
+            table_name(t.content),
+            metadata,
+            sa.Column("community", _ID, primary_key=True),
+            sa.Column("kind", sa.String(8), primary_key=True),
+            sa.Column("item", _ID, primary_key=True),
+            sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+            sa.Column("reversed", sa.Boolean, nullable=False, default=False),
+            sa.Column("deleted_seq", sa.BigInteger),
+            sa.Column("accepted_reply", _ID, comment="for a post: its accepted reply"),
+        )
+        trust = sa.Table(
+            table_name(t.trust),
+            metadata,
+            sa.Column("seq", sa.BigInteger, primary_key=True),
+            sa.Column("community", _ID, primary_key=True),
+            sa.Column("member", _ID, primary_key=True),
+            sa.Column("event_id", sa.Uuid, nullable=False),
+            sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("from_level", sa.SmallInteger, nullable=False),
+            sa.Column("to_level", sa.SmallInteger, nullable=False),
+        )
+        sa.Index(table_name(f"{t.trust}_member"), trust.c.community, trust.c.member, trust.c.seq)
+        return {
+            t.members: members,
+            t.ledger: ledger,
+            t.days: days,
+            t.reactions: reactions,
+            t.holdings: holdings,
+            t.content: content,
+            t.trust: trust,
+        }
+
+    def reads(self, batch: Sequence[Delivered]) -> Mapping[str, Iterable[Key]]:
+        """Every row the fold may read for ``batch``: named by the events' own fields."""
+        need = _Need()
+        for delivered in batch:
+            _need(cast(AnyEvent, delivered.event), need)
+        t = self.t
+        return {
+            t.members: need.members,
+            t.days: need.days,
+            t.reactions: need.reactions,
+            t.holdings: need.holdings,
+            t.content: need.content,
+        }
+
+    def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
+        """Fold ``batch`` event by event, in stream order."""
+        for delivered in batch:
+            _Step(self.rules, self.t, changes, delivered).run()
+
+
+@dataclass(slots=True)
+class _Need:
+    members: list[Key] = field(default_factory=list)
+    days: list[Key] = field(default_factory=list)
+    reactions: list[Key] = field(default_factory=list)
+    holdings: list[Key] = field(default_factory=list)
+    content: list[Key] = field(default_factory=list)
+
+
+def _need(event: AnyEvent, need: _Need) -> None:
+    """Add the keys of the rows folding ``event`` may read. Mirrors :class:`_Step`."""
+    c = event.community
+    day = event.occurred_at.date()
+    if event.actor != SYSTEM_ACTOR:
+        need.members.append((c, event.actor))
+        need.days.append((c, event.actor, day))
+    match event:
+        case MemberJoined():
+            need.members.append((c, event.member))
+        case (
+            MemberLeft()
+            | PostCreated()
+            | PostEdited()
+            | ReplyCreated()
+            | ContentReported()
+            | ContentHidden()
+            | ContentRestored()
+        ):
+            pass
+        case PostDeleted():
+            need.members.append((c, event.author))
+            need.holdings.append((c, "post", event.post, event.author))
+            need.content.append((c, "post", event.post))
+        case ReplyDeleted():
+            need.members.append((c, event.author))
+            need.holdings.append((c, "reply", event.reply, event.author))
+            need.content.append((c, "reply", event.reply))
+        case ReactionAdded() | ReactionRemoved():
+            need.members.append((c, event.target_author))
+            need.days.append((c, event.target_author, day))
+            need.reactions.append((c, event.target_kind, event.target, event.actor, event.kind))
+            need.content.append((c, event.target_kind, event.target))
+            if event.target_kind == "reply" and event.post is not None:
+                need.content.append((c, "post", event.post))
+        case AnswerAccepted():
+            need.members.append((c, event.post_author))
+            need.members.append((c, event.reply_author))
+            need.content.append((c, "post", event.post))
+            need.content.append((c, "reply", event.reply))
+        case ModerationDecided():
+            need.members.append((c, event.target_author))
+            if event.target_kind != "member":
+                need.holdings.append((c, event.target_kind, event.target, event.target_author))
+                need.content.append((c, event.target_kind, event.target))
+        case _:
+            assert_never(event)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; every datetime here is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class _Step:
+    """Folding one event: its context, and the operations every rule is built from."""
+
+    __slots__ = ("at", "c", "changes", "day", "delivered", "event", "n", "rules", "t", "touched")
+
+    def __init__(self, rules: RuleSet, t: Tables, changes: Changes, delivered: Delivered) -> None:
+        self.rules = rules
+        self.t = t
+        self.changes = changes
+        self.delivered = delivered
+        self.event = cast(AnyEvent, delivered.event)
+        self.c = self.event.community
+        self.at = self.event.occurred_at
+        self.day: date = self.at.date()
+        self.n = 0
+        self.touched: dict[str, None] = {}
+
+    # -- the event types ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Apply the event's rules, then settle the trust level of every member it touched."""
+        event = self.event
+        self._activity()
+        match event:
+            case MemberJoined():
+                self._member(event.member)
+            case MemberLeft() | PostEdited() | ContentReported() | ContentHidden():
+                pass
+            case ContentRestored():
+                pass  # restoring hidden content gives nothing back: hiding took nothing
+            case PostCreated() | ReplyCreated():
+                if event.actor != SYSTEM_ACTOR:
+                    row = self._member(event.actor)
+                    self._set(event.actor, contributions=row["contributions"] + 1)
+            case PostDeleted():
+                self._delete("post", event.post, event.author, self.rules.reverse_on_delete)
+            case ReplyDeleted():
+                self._delete("reply", event.reply, event.author, self.rules.reverse_on_delete)
+            case ReactionAdded():
+                self._reaction_added(event)
+            case ReactionRemoved():
+                self._reaction_removed(event)
+            case AnswerAccepted():
+                self._accepted(event)
+            case ModerationDecided():
+                self._decided(event)
+            case _:
+                assert_never(event)
+        self._settle()
+
+    def _reaction_added(self, event: ReactionAdded) -> None:
+        voter, author, kind, tk = event.actor, event.target_author, event.kind, event.target_kind
+        if voter in (SYSTEM_ACTOR, author) or author == SYSTEM_ACTOR:
+            return  # no points for reacting to one's own content; automation does not vote
+        if self._gone(tk, event.target, event.post):
+            return
+        key = (self.c, tk, event.target, voter, kind)
+        if self.changes.get(self.t.reactions, key) is not None:
+            return  # already reacted this way: a repeat adds nothing
+        rule = self.rules.reaction(kind)
+        item = (tk, event.target)
+        wanted = rule.post if tk == "post" else rule.reply
+        author_points = self._award(author, wanted, f"{kind}.{tk}", item, capped=rule.capped)
+        cost = rule.voter_post if tk == "post" else rule.voter_reply
+        voter_capped = rule.capped and self.rules.voter_cost_counts_toward_cap
+        voter_points = self._award(voter, cost, f"{kind}.{tk}.voter", item, capped=voter_capped)
+        if kind in self.rules.positive_reactions:
+            given = self._member(voter)["reactions_given"]
+            self._set(voter, reactions_given=given + 1)
+            received = self._member(author)["reactions_received"]
+            self._set(author, reactions_received=received + 1)
+        self.changes.put(
+            self.t.reactions,
+            key,
+            target_author=author,
+            day=self.day,
+            author_points=author_points,
+            author_counted=author_points if rule.capped else 0,
+            voter_points=voter_points,
+            voter_counted=voter_points if voter_capped else 0,
+            seq=self.delivered.seq,
+        )
+
+    def _reaction_removed(self, event: ReactionRemoved) -> None:
+        voter, author, kind, tk = event.actor, event.target_author, event.kind, event.target_kind
+        key = (self.c, tk, event.target, voter, kind)
+        if voter in (SYSTEM_ACTOR, author) or author == SYSTEM_ACTOR:
+            return
+        row = self.changes.get(self.t.reactions, key)
+        if row is None or row["target_author"] != author:
+            return  # nothing to withdraw (never added, withdrawn already, or another author's)
+        self.changes.delete(self.t.reactions, key)
+        item = (tk, event.target)
+        content = self.changes.get(self.t.content, (self.c, tk, event.target))
+        reversed_already = content is not None and content["reversed"]
+        if row["author_points"] and not reversed_already:
+            self._undo(author, row["author_points"], row["author_counted"], row["day"], item)
+        if row["voter_points"]:
+            self._undo(voter, row["voter_points"], row["voter_counted"], row["day"], item)
+        if kind in self.rules.positive_reactions:
+            given = self._member(voter)["reactions_given"]
+            self._set(voter, reactions_given=max(0, given - 1))
+            received = self._member(author)["reactions_received"]
+            self._set(author, reactions_received=max(0, received - 1))
+
+    def _accepted(self, event: AnswerAccepted) -> None:
+        asker, answerer = event.post_author, event.reply_author
+        if answerer in (asker, event.actor) or SYSTEM_ACTOR in (asker, answerer):
+            return  # accepting one's own answer earns nothing
+        if self._gone("reply", event.reply, event.post):
+            return
+        post_key = (self.c, "post", event.post)
+        post = self.changes.get(self.t.content, post_key)
+        previous = None if post is None else post["accepted_reply"]
+        if previous == event.reply:
+            return  # accepted already
+        self._award(answerer, self.rules.accepted_answer, "accept.answer", ("reply", event.reply))
+        if previous is None and event.actor == asker:
+            # The asker's bonus is for closing the question: once per post, kept on a move.
+            self._award(
+                asker, self.rules.accepted_answer_accepter, "accept.accepter", ("post", event.post)
+            )
+        self.changes.put(self.t.content, post_key, accepted_reply=event.reply)
+
+    def _decided(self, event: ModerationDecided) -> None:
+        author, kind = event.target_author, event.target_kind
+        if event.decision not in APPROVING or author == SYSTEM_ACTOR:
+            return
+        if event.decision == "remove" and kind != "member":
+            self._delete(kind, event.target, author, self.rules.reverse_on_remove)
+        if event.actor == author:
+            return  # a moderator deciding on their own content: no penalty, no record
+        penalty = self.rules.report_upheld.get(event.decision, 0)
+        self._award(author, penalty, f"report_upheld.{event.decision}", None)
+        row = self._member(author)
+        self._set(author, reports_upheld=row["reports_upheld"] + 1)
+        if event.decision == "ban":
+            self._set(author, banned=True)
+        if event.until is not None:
+            until = _utc(row["suspended_until"])
+            if until is None or event.until > until:
+                self._set(author, suspended_until=event.until)
+
+    # -- the operations ------------------------------------------------------------------------
+
+    def _activity(self) -> None:
+        """Count the UTC day of the event as a day the actor was active."""
+        actor = self.event.actor
+        if actor == SYSTEM_ACTOR:
+            return
+        row = self._member(actor)
+        key = (self.c, actor, self.day)
+        day = self.changes.get(self.t.days, key)
+        if day is None or not day["active"]:
+            self.changes.put(self.t.days, key, active=True)
+            self._set(actor, days_active=row["days_active"] + 1)
+
+    def _member(self, member: str) -> Row:
+        """The member's row, created (with the rule set's initial reputation) when missing."""
+        key = (self.c, member)
+        row = self.changes.get(self.t.members, key)
+        if row is not None:
+            return row
+        initial = self.rules.initial
+        self.changes.put(
+            self.t.members,
+            key,
+            score=initial,
+            trust_level=0,
+            contributions=0,
+            days_active=0,
+            reactions_given=0,
+            reactions_received=0,
+            reports_upheld=0,
+            banned=False,
+            suspended_until=None,
+            first_seq=self.delivered.seq,
+            updated_seq=self.delivered.seq,
+            updated_at=self.at,
+        )
+        if initial:
+            self._ledger(member, "start", initial, initial, initial, None)
+        self.touched[member] = None
+        created = self.changes.get(self.t.members, key)
+        assert created is not None
+        return created
+
+    def _set(self, member: str, **values: Any) -> None:
+        self.changes.put(self.t.members, (self.c, member), **values)
+        self.touched[member] = None
+
+    def _award(
+        self,
+        member: str,
+        points: int,
+        rule: str,
+        item: tuple[str, str] | None,
+        *,
+        capped: bool = False,
+    ) -> int:
+        """Give ``points`` under ``rule``, within the daily cap and above the floor.
+
+        Points tied to an ``item`` are held on it, to be taken back if it is deleted. Returns
+        the points applied.
+        """
+        if points == 0:
+            return 0
+        cap = self.rules.daily_vote_cap
+        granted = points
+        if capped and cap is not None and points > 0:
+            day = self.changes.get(self.t.days, (self.c, member, self.day))
+            counted = 0 if day is None else int(day["vote_points"])
+            granted = min(points, max(0, cap - counted))
+        applied = self._apply(member, points, granted, rule, item)
+        if capped and applied:
+            self.changes.add(self.t.days, (self.c, member, self.day), vote_points=applied)
+        if item is not None and applied:
+            self.changes.add(self.t.holdings, (self.c, *item, member), points=applied)
+        return applied
+
+    def _undo(
+        self, member: str, points: int, counted: int, day: date, item: tuple[str, str]
+    ) -> None:
+        """Take back a withdrawn reaction's ``points`` (above the floor) and its cap count."""
+        self._apply(member, -points, -points, f"undo.{self.event.TYPE}", item)
+        self.changes.add(self.t.holdings, (self.c, *item, member), points=-points)
+        if counted:
+            # The day of the reaction gets its room back; that row may not have been read.
+            self.changes.add(self.t.days, (self.c, member, day), vote_points=-counted)
+
+    def _delete(self, kind: str, item: str, author: str, reverse: bool) -> None:
+        """Mark an item deleted (no more points on it) and take back what its author holds."""
+        key = (self.c, kind, item)
+        content = self.changes.get(self.t.content, key)
+        if content is not None and content["deleted"]:
+            return
+        self.changes.put(
+            self.t.content, key, deleted=True, reversed=reverse, deleted_seq=self.delivered.seq
+        )
+        if not reverse or author == SYSTEM_ACTOR:
+            return
+        held_key = (self.c, kind, item, author)
+        held = self.changes.get(self.t.holdings, held_key)
+        if held is not None and held["points"]:
+            points = int(held["points"])
+            self._apply(author, -points, -points, f"reversal.{self.event.TYPE}", (kind, item))
+            self.changes.delete(self.t.holdings, held_key)
+
+    def _apply(
+        self,
+        member: str,
+        requested: int,
+        granted: int,
+        rule: str,
+        item: tuple[str, str] | None,
+    ) -> int:
+        """Move the score by ``granted`` (a loss cut short at the floor); one ledger row."""
+        score = int(self._member(member)["score"])
+        applied = granted
+        if applied < 0:
+            applied = max(applied, min(0, self.rules.floor - score))
+        balance = score + applied
+        self._set(member, score=balance)
+        self._ledger(member, rule, requested, applied, balance, item)
+        return applied
+
+    def _ledger(
+        self,
+        member: str,
+        rule: str,
+        requested: int,
+        delta: int,
+        balance: int,
+        item: tuple[str, str] | None,
+    ) -> None:
+        self.changes.insert(
+            self.t.ledger,
+            {
+                "seq": self.delivered.seq,
+                "n": self.n,
+                "community": self.c,
+                "member": member,
+                "event_id": self.event.id,
+                "event_type": self.event.TYPE,
+                "occurred_at": self.at,
+                "rule": rule,
+                "item_kind": None if item is None else item[0],
+                "item": None if item is None else item[1],
+                "requested": requested,
+                "delta": delta,
+                "balance": balance,
+            },
+        )
+        self.n += 1
+
+    def _gone(self, kind: str, item: str, post: str | None) -> bool:
+        """Whether the item, or the post a reply belongs to, is deleted."""
+        content = self.changes.get(self.t.content, (self.c, kind, item))
+        if content is not None and content["deleted"]:
+            return True
+        if kind == "reply" and post is not None:
+            topic = self.changes.get(self.t.content, (self.c, "post", post))
+            return topic is not None and bool(topic["deleted"])
+        return False
+
+    def _settle(self) -> None:
+        """Recompute the trust level of every member the event touched; log each change."""
+        for member in self.touched:
+            key = (self.c, member)
+            row = self.changes.get(self.t.members, key)
+            assert row is not None
+            standing = Standing(
+                reputation=int(row["score"]),
+                contributions=int(row["contributions"]),
+                days_active=int(row["days_active"]),
+                reactions_given=int(row["reactions_given"]),
+                reactions_received=int(row["reactions_received"]),
+                reports_upheld=int(row["reports_upheld"]),
+                banned=bool(row["banned"]),
+                suspended_until=_utc(row["suspended_until"]),
+            )
+            level = trust_level(self.rules, standing, self.at)
+            values: dict[str, Any] = {"updated_seq": self.delivered.seq, "updated_at": self.at}
+            if level != row["trust_level"]:
+                values["trust_level"] = level
+                self.changes.insert(
+                    self.t.trust,
+                    {
+                        "seq": self.delivered.seq,
+                        "community": self.c,
+                        "member": member,
+                        "event_id": self.event.id,
+                        "occurred_at": self.at,
+                        "from_level": int(row["trust_level"]),
+                        "to_level": level,
+                    },
+                )
+            self.changes.put(self.t.members, key, **values)
+
+
+def projection_for(rules: RuleSet) -> type[ReputationProjection]:
+    """A projection class for ``rules``: its name and version derived from the rule set."""
+    return cast(
+        type[ReputationProjection],
+        type(
+            f"Reputation_{rules.name}",
+            (ReputationProjection,),
+            {
+                "__doc__": f"Reputation under the {rules.name!r} rule set.",
+                "__module__": __name__,
+                "rules": rules,
+                "name": projection_name(rules),
+                "version": version_of(rules),
+            },
+        ),
+    )
+
+
+class Reputation(ReputationProjection):
+    """Reputation under Agora's default rules (tables ``reputation_*``)."""
+
+    rules = DEFAULT
+    name = projection_name(DEFAULT)
+    version = version_of(DEFAULT)
+
+
+class StackExchangeReputation(ReputationProjection):
+    """Reputation under Stack Exchange's 2014 rules (tables ``reputation_stackexchange_*``)."""
+
+    rules = STACKEXCHANGE
+    name = projection_name(STACKEXCHANGE)
+    version = version_of(STACKEXCHANGE)
