@@ -1,0 +1,407 @@
+"""Properties of the moderation projection, folded by the real ProjectionStore into SQLite files.
+
+Random histories over small pools of communities, members, posts, replies and report ids (so the
+same target is reported, decided, hidden, edited and deleted many times, and report ids collide),
+with event times mostly within a few months and sometimes anywhere in years 1-9999:
+
+* replay equals live: cut into random batches (event by event included), the tables end
+  byte-identical to folding the history in one batch;
+* applying twice equals once: the whole history delivered again (same event ids, new sequences)
+  changes nothing, and re-applying an applied batch is fenced;
+* the invariants a dashboard relies on: exactly one queue item per reported target and none for
+  anything else; an item's score is the sum of its pending and agreed reports' weights; its open
+  reports are exactly its pending reports; reporters' counters are the counts of their reports'
+  outcomes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as note
+from hypothesis import strategies as st
+from strategies import event_of
+from support.engine import dump
+
+from events import (
+    CODEC,
+    AnswerAccepted,
+    ContentHidden,
+    ContentReported,
+    ContentRestored,
+    Event,
+    MemberJoined,
+    MemberLeft,
+    ModerationDecided,
+    PostCreated,
+    PostDeleted,
+    PostEdited,
+    ReplyCreated,
+    ReplyDeleted,
+    subject_of,
+)
+from projections.database import create_engine
+from projections.moderation import DEFAULT_SETTINGS, ModerationQueue, ModerationSettings
+from projections.moderation.projection import REPORT_STATUSES
+from projections.moderation.queries import ModerationTables
+from projections.moderation.scoring import priority_of
+from projections.store import Fenced, ProjectionStore, RawMessage
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T_NS = 1_770_000_000_000_000_000
+
+# -- targeted histories: few targets, consistent authors, mostly forward time -----------------
+
+TARGETS: list[tuple[str, str, str]] = [  # (kind, target, author)
+    ("post", "p1", "m1"),
+    ("post", "p2", "m2"),
+    ("reply", "r1", "m3"),
+    ("member", "m4", "m4"),
+]
+MEMBERS = ["m1", "m2", "m3", "m4", "m5"]
+ACTORS = [*MEMBERS, "system"]
+REASONS = ["spam", "spam", "spam", "inappropriate", "off_topic", "harassment", "illegal", "other"]
+DECISIONS = ["dismiss", "keep", "hide", "remove", "warn", "suspend", "ban"]
+STEPS = (
+    ["report"] * 8
+    + ["again"] * 3
+    + ["decide"] * 4
+    + [
+        "hide",
+        "restore",
+        "edit",
+        "delete",
+        "join",
+        "leave",
+        "post",
+        "reply",
+        "accept",
+    ]
+)
+
+
+@st.composite
+def targeted_histories(draw: st.DrawFn, max_size: int = 60) -> list[Event]:
+    """Histories where reports, decisions, edits and deletions keep meeting the same targets."""
+    events: list[Event] = []
+    at = T0
+    for _ in range(draw(st.integers(3, max_size))):
+        # Mostly forward by minutes to days; sometimes a skewed clock goes back an hour.
+        at += timedelta(minutes=draw(st.integers(-60, 18 * 60)))
+        when = at
+        if draw(st.integers(0, 30)) == 0:
+            when = draw(st.datetimes(timezones=st.just(UTC)))  # anywhere in years 1..9999
+        common: dict[str, Any] = {
+            "id": draw(st.uuids(version=4)),
+            "community": draw(st.sampled_from(["c1", "c1", "c1", "c2"])),
+            "occurred_at": when,
+        }
+        kind, target, author = draw(st.sampled_from(TARGETS))
+        member = draw(st.sampled_from(MEMBERS))
+        step = draw(st.sampled_from(STEPS))
+        event: Event
+        earlier = [e for e in events if isinstance(e, ContentReported)]
+        if step == "again" and earlier:  # the same reporter, reason and target, reported anew
+            previous = draw(st.sampled_from([earlier[-1], earlier[-1], *earlier[-3:]]))
+            event = msgspec.structs.replace(
+                previous, id=common["id"], occurred_at=when, report=f"again{len(events)}"
+            )
+        elif step in ("report", "again"):
+            event = ContentReported(
+                **common,
+                actor=draw(st.sampled_from(ACTORS)),
+                report=f"q{draw(st.integers(0, 40))}",
+                target=target,
+                target_kind=kind,
+                target_author=author,
+                reason=draw(st.sampled_from(REASONS)),
+            )
+        elif step == "decide":
+            if earlier and draw(st.booleans()):  # often the target just reported
+                last = earlier[-1]
+                kind, target, author = last.target_kind, last.target, last.target_author
+                common["community"] = last.community
+            decision = draw(st.sampled_from(DECISIONS))
+            event = ModerationDecided(
+                **common,
+                actor=draw(st.sampled_from(["mod", "mod", "m5", "system"])),
+                target=target,
+                target_kind=kind,
+                target_author=author,
+                decision=decision,
+                until=when + timedelta(days=7) if decision == "suspend" else None,
+            )
+        elif step in ("hide", "restore") and kind != "member":
+            cls = ContentHidden if step == "hide" else ContentRestored
+            extra = {"rule": "auto_hide.score"} if step == "hide" else {}
+            event = cls(
+                **common,
+                actor=draw(st.sampled_from(["system", "system", "mod"])),
+                target=target,
+                target_kind=kind,
+                target_author=author,
+                **extra,
+            )
+        elif step == "delete" and draw(st.integers(0, 3)):  # deletions are final: keep them rare
+            event = MemberJoined(**common, actor=member, member=member)
+        elif step in ("edit", "delete") and kind == "post":
+            cls2 = PostEdited if step == "edit" else PostDeleted
+            event = cls2(**common, actor=author, post=target, author=author)
+        elif step == "delete" and kind == "reply":
+            event = ReplyDeleted(**common, actor=author, reply=target, post="p1", author=author)
+        elif step == "leave":
+            reason = draw(st.sampled_from(["left", "removed", "deleted"]))
+            event = MemberLeft(**common, actor=member, member=member, reason=reason)
+        elif step == "post":
+            event = PostCreated(**common, actor=member, post=f"x{len(events)}", title="t")
+        elif step == "reply":
+            event = ReplyCreated(
+                **common, actor=member, reply=f"y{len(events)}", post="p1", post_author="m1"
+            )
+        elif step == "accept":
+            event = AnswerAccepted(
+                **common, actor="m1", post="p1", post_author="m1", reply="r1", reply_author=member
+            )
+        else:
+            event = MemberJoined(**common, actor=member, member=member)
+        events.append(event)
+    return events
+
+
+# -- any valid events of the catalogue, over small pools ------------------------------------
+
+POOLS: dict[str, Any] = {
+    "communities": ["c1", "c2"],
+    "members": ["m1", "m2", "m3", "m4"],
+    "posts": ["p1", "p2", "p3"],
+    "replies": ["r1", "r2"],
+    "reports": [f"q{i}" for i in range(10)],
+}
+CATALOGUE: list[type[Event]] = [
+    *[ContentReported] * 6,
+    *[ModerationDecided] * 3,
+    ContentHidden,
+    ContentRestored,
+    PostEdited,
+    PostDeleted,
+    ReplyDeleted,
+    MemberJoined,
+    MemberLeft,
+    PostCreated,
+    ReplyCreated,
+    AnswerAccepted,
+]
+
+
+@st.composite
+def catalogue_events(draw: st.DrawFn) -> Event:
+    event = draw(event_of(draw(st.sampled_from(CATALOGUE)), **POOLS))
+    if draw(st.integers(0, 9)) == 0:
+        return event  # any time in years 1..9999
+    minutes = draw(st.integers(0, 150 * 24 * 60))
+    return msgspec.structs.replace(event, occurred_at=T0 + timedelta(minutes=minutes))
+
+
+def to_messages(events: Sequence[Event], first_seq: int = 1) -> list[RawMessage]:
+    return [
+        RawMessage(seq, subject_of(e), CODEC.encode(e), T_NS + seq)
+        for seq, e in enumerate(events, start=first_seq)
+    ]
+
+
+histories = targeted_histories()
+any_histories = st.lists(catalogue_events(), min_size=1, max_size=40)
+
+SENSITIVE = ModerationQueue.configured(
+    replace(
+        DEFAULT_SETTINGS,
+        accuracy_min_flags=1,
+        decay_period_days=1,
+        decay_window_periods=10,
+        medium_priority=3000,
+        high_priority=8000,
+        auto_hide_score=6000,
+        cooldown_hours=72,
+    )
+)
+"""Thresholds a short history reaches: accuracy bonus after one flag, decay by the day."""
+
+PROPERTIES = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@contextmanager
+def database(
+    directory: Path, name: str, projection: type[ModerationQueue] = ModerationQueue
+) -> Iterator[tuple[sa.Engine, ProjectionStore]]:
+    engine = create_engine(f"sqlite:///{directory / name}.db")
+    try:
+        store = ProjectionStore(engine, projection())
+        store.ensure(1)
+        yield engine, store
+    finally:
+        engine.dispose()
+
+
+def feed(store: ProjectionStore, messages: Sequence[RawMessage], sizes: Iterator[int]) -> int:
+    checkpoint = store.checkpoint(1)
+    while checkpoint < messages[-1].seq:
+        batch = [m for m in messages if m.seq > checkpoint][: next(sizes)]
+        checkpoint = store.apply(1, 0, checkpoint, batch).last_seq
+    return checkpoint
+
+
+def moderation_tables(engine: sa.Engine) -> dict[str, list[str]]:
+    return {k: v for k, v in dump(engine).items() if k.startswith("moderation_")}
+
+
+@PROPERTIES
+@given(events=histories, sizes=st.lists(st.integers(1, 7), min_size=1, max_size=8))
+def test_replay_in_any_batches_equals_one_batch_and_keeps_the_invariants(
+    events: list[Event], sizes: list[int]
+) -> None:
+    messages = to_messages(events)
+    with tempfile.TemporaryDirectory() as tmp:
+        with database(Path(tmp), "whole", SENSITIVE) as (whole, whole_store):
+            whole_store.apply(1, 0, 0, messages)
+            expected = moderation_tables(whole)
+            check_invariants(whole, events, SENSITIVE.settings)
+        with database(Path(tmp), "cut", SENSITIVE) as (cut, cut_store):
+            feed(cut_store, messages, itertools.cycle(sizes))
+            assert moderation_tables(cut) == expected
+
+
+@PROPERTIES
+@given(
+    events=histories,
+    sizes=st.lists(st.integers(1, 7), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_applying_the_history_twice_equals_applying_it_once(
+    events: list[Event], sizes: list[int], data: st.DataObject
+) -> None:
+    messages = to_messages(events)
+    again = to_messages(events, first_seq=len(events) + 1)  # redelivered: same ids, new seqs
+    with tempfile.TemporaryDirectory() as tmp:
+        with database(Path(tmp), "once") as (once, once_store):
+            once_store.apply(1, 0, 0, messages)
+            expected = moderation_tables(once)
+        with database(Path(tmp), "twice") as (twice, store):
+            feed(store, messages + again, itertools.cycle(sizes))
+            assert moderation_tables(twice) == expected
+            # An already applied batch cannot be applied a second time.
+            start = data.draw(st.integers(0, len(messages) - 1))
+            with pytest.raises(Fenced):
+                store.apply(1, 0, start, messages[start:])
+            assert moderation_tables(twice) == expected
+
+
+@PROPERTIES
+@given(events=any_histories, sizes=st.lists(st.integers(1, 7), min_size=1, max_size=8))
+def test_any_valid_events_fold_in_any_batches_and_keep_the_invariants(
+    events: list[Event], sizes: list[int]
+) -> None:
+    messages = to_messages(events)
+    with tempfile.TemporaryDirectory() as tmp:
+        with database(Path(tmp), "whole") as (whole, whole_store):
+            outcome = whole_store.apply(1, 0, 0, messages)
+            assert outcome.dead_letters == 0
+            expected = moderation_tables(whole)
+            check_invariants(whole, events, DEFAULT_SETTINGS)
+        with database(Path(tmp), "cut") as (cut, cut_store):
+            feed(cut_store, messages, itertools.cycle(sizes))
+            assert moderation_tables(cut) == expected
+
+
+def check_invariants(
+    engine: sa.Engine, events: Sequence[Event], settings: ModerationSettings
+) -> None:
+    # The reports the projection should have recorded: the first event of each report id.
+    first: dict[tuple[str, str], ContentReported] = {}
+    for event in events:
+        if isinstance(event, ContentReported):
+            first.setdefault((event.community, event.report), event)
+    tables = ModerationTables.generation(1)
+    with engine.connect() as conn:
+        items = [dict(r._mapping) for r in conn.execute(sa.select(tables.queue))]
+        reports = [dict(r._mapping) for r in conn.execute(sa.select(tables.reports))]
+        reporters = [dict(r._mapping) for r in conn.execute(sa.select(tables.reporters))]
+        periods = [dict(r._mapping) for r in conn.execute(sa.select(tables.periods))]
+
+    # Exactly one queue item per reported target, and no other item.
+    targets = {(e.community, e.target_kind, e.target) for e in first.values()}
+    keys = [(i["community"], i["target_kind"], i["target"]) for i in items]
+    assert sorted(keys) == sorted(targets)
+    assert {(r["community"], r["report"]) for r in reports} == set(first)
+
+    # What the history reached, for --hypothesis-show-statistics.
+    for status in sorted({r["status"] for r in reports}):
+        note(f"report {status}")
+    if any(i["round"] > 1 for i in items):
+        note("item reopened")
+    if any(i["auto_hide_due_at_seq"] is not None for i in items):
+        note("auto-hide marked")
+    if any(r["accuracy_bonus"] for r in reports):
+        note("accuracy bonus")
+
+    by_item: dict[tuple[str, str, str], list[dict[str, Any]]] = {k: [] for k in keys}
+    for r in reports:
+        assert r["status"] in REPORT_STATUSES
+        assert None not in (r["target"], r["reporter"], r["reason"], r["weight"], r["seq"])
+        by_item[(r["community"], r["target_kind"], r["target"])].append(r)
+
+    for item in items:
+        mine = by_item[(item["community"], item["target_kind"], item["target"])]
+        pending = [r for r in mine if r["status"] == "pending"]
+        agreed = [r for r in mine if r["status"] == "agreed"]
+        assert item["score"] == sum(r["weight"] for r in pending + agreed)
+        assert item["pending_score"] == sum(r["weight"] for r in pending)
+        assert item["agreed_score"] == sum(r["weight"] for r in agreed)
+        assert item["priority"] == priority_of(item["score"], settings)
+        open_list = json.loads(item["open_list"])
+        assert sorted(o[0] for o in open_list) == sorted(r["report"] for r in pending)
+        assert item["open_reports"] == len(pending)
+        assert (item["status"] == "pending") == bool(pending)
+        assert item["reports"] == len(mine)
+        assert all(r["round"] <= item["round"] for r in mine)
+        # At most one open report per reporter in a round.
+        assert len({r["reporter"] for r in pending}) == len(pending)
+
+    # Reporters' counters are the counts of their reports' outcomes (self-reports never count
+    # towards accuracy), and the per-period buckets add up to the lifetime counts.
+    counted: Counter[tuple[str, str, str]] = Counter()
+    for r in reports:
+        reporter = (r["community"], r["reporter"])
+        counted[(*reporter, "reports")] += 1
+        status = r["status"]
+        if status in ("cooled", "duplicate"):
+            counted[(*reporter, "cooled" if status == "cooled" else "duplicates")] += 1
+        elif status in ("agreed", "disagreed", "ignored") and r["reporter"] != r["target_author"]:
+            counted[(*reporter, status)] += 1
+    bucketed: Counter[tuple[str, str, str]] = Counter()
+    for p in periods:
+        for column in ("agreed", "disagreed"):
+            bucketed[(p["community"], p["reporter"], column)] += p[column]
+    assert len(reporters) == len({(r["community"], r["reporter"]) for r in reports})
+    for record in reporters:
+        key = (record["community"], record["reporter"])
+        for column in ("reports", "cooled", "duplicates", "agreed", "disagreed", "ignored"):
+            assert record[column] == counted[(*key, column)], (key, column)
+        for column in ("agreed", "disagreed"):
+            assert bucketed[(*key, column)] == record[column], (key, column)
