@@ -1,0 +1,312 @@
+"""Replay throughput of the projection engine against two baselines measured in the same run.
+
+    python -m bench.replay [--events 1000000] [--naive-events 20000] [--db sqlite,postgres]
+
+(a) raw nats-py ordered push consumer + decode of the same stream: the ceiling of reading;
+(b) a naive FastStream subscriber committing one transaction per event: what most first
+    projections look like;
+then the engine (a Worker running the reference projection EventCounts) on SQLite and
+PostgreSQL, with peak RSS and RSS samples along the way (it should stay flat).
+Targets (issue "Projection engine"): engine >= 50 % of (a), >= 50x (b).
+Each phase runs in its own process, so RSS figures are its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    DEFAULT_PG,
+    machine,
+    peak_rss_mb,
+    postgres_database,
+    rss_mb,
+    run_phase,
+    stamp,
+)
+
+
+async def _connect(url: str):  # type: ignore[no-untyped-def]
+    import nats
+
+    return await nats.connect(url, max_reconnect_attempts=-1)
+
+
+async def fill(url: str, count: int) -> dict[str, float]:
+    """Publish the synthetic history until the stream holds ``count`` events."""
+    from agora.stream import StreamSettings, ensure_stream
+    from bench.synthetic import history
+    from events import encode
+    from events.subjects import subject_of
+
+    nc = await _connect(url)
+    js = nc.jetstream()
+    await ensure_stream(js, StreamSettings())
+    have = (await js.stream_info("AGORA")).state.messages
+    started = time.monotonic()
+    if have < count:
+        for i, event in enumerate(history(count)):
+            if i < have:
+                continue
+            await js.publish_async(
+                subject_of(event), encode(event), headers={"Nats-Msg-Id": str(event.id)}
+            )
+        await js.publish_async_completed()
+    state = (await js.stream_info("AGORA")).state
+    await nc.close()
+    return {"messages": state.messages, "bytes": state.bytes, "seconds": time.monotonic() - started}
+
+
+async def raw(url: str, count: int) -> dict[str, float]:
+    """Baseline (a): ordered push consumer with decoding, nothing else."""
+    from nats.js.api import DeliverPolicy
+
+    from events.codec import CODEC
+
+    nc = await _connect(url)
+    js = nc.jetstream()
+    done = asyncio.Event()
+    seen = 0
+    decode = CODEC.decode
+
+    async def on_message(msg) -> None:  # type: ignore[no-untyped-def]
+        nonlocal seen
+        decode(msg.data)
+        seen += 1
+        if seen >= count:
+            done.set()
+
+    started = time.monotonic()
+    sub = await js.subscribe(
+        "agora.>",
+        cb=on_message,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        pending_msgs_limit=200_000,
+        pending_bytes_limit=256 * 2**20,
+    )
+    await done.wait()
+    elapsed = time.monotonic() - started
+    await sub.unsubscribe()
+    await nc.close()
+    return {
+        "events": seen,
+        "seconds": elapsed,
+        "rate": seen / elapsed,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+async def naive(url: str, db: str, count: int) -> dict[str, float]:
+    """Baseline (b): FastStream subscriber, one SQL transaction per event."""
+    import sqlalchemy as sa
+    from faststream import AckPolicy
+    from faststream.nats import DeliverPolicy, JStream, NatsBroker
+    from faststream.nats.annotations import NatsMessage
+
+    from events.codec import CODEC
+    from projections.counts import EventCounts
+    from projections.database import create_engine
+
+    engine = create_engine(db)
+    metadata = sa.MetaData()
+    table = EventCounts().define_tables(metadata, lambda name: f"naive_{name}")["event_counts"]
+    metadata.create_all(engine)
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["community", "type", "day"],
+        set_={"events": table.c.events + stmt.excluded.events},
+    )
+    broker = NatsBroker(url)
+    done = asyncio.Event()
+    seen = 0
+
+    @broker.subscriber(
+        "agora.>",
+        stream=JStream("AGORA", declare=False),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.ACK,
+    )
+    async def handle(msg: NatsMessage) -> None:
+        nonlocal seen
+        event = CODEC.decode(msg.body)
+        with engine.begin() as conn:
+            conn.execute(
+                stmt,
+                {
+                    "community": event.community,
+                    "type": event.TYPE,
+                    "day": event.occurred_at.date(),
+                    "events": 1,
+                },
+            )
+        seen += 1
+        if seen >= count:
+            done.set()
+
+    started = time.monotonic()
+    await broker.start()
+    await done.wait()
+    elapsed = time.monotonic() - started
+    await broker.stop()
+    return {"events": seen, "seconds": elapsed, "rate": seen / elapsed}
+
+
+async def engine_phase(url: str, db: str, count: int) -> dict[str, object]:
+    """The engine: a Worker running EventCounts from the start of the stream to ``count``."""
+    import structlog
+
+    from projections.counts import EventCounts
+    from projections.database import create_engine
+    from projections.runner import Worker
+    from projections.store import ProjectionStore
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    nc = await _connect(url)
+    js = nc.jetstream()
+    store = ProjectionStore(create_engine(db), EventCounts())
+    store.ensure(1)
+    samples: list[tuple[int, float]] = []
+    marks = iter([count // 4, count // 2, 3 * count // 4])
+    next_mark = next(marks)
+
+    def on_batch(progress) -> None:  # type: ignore[no-untyped-def]
+        nonlocal next_mark
+        if next_mark and progress.applied_seq >= next_mark:
+            samples.append((progress.applied_seq, round(rss_mb(), 1)))
+            next_mark = next(marks, 0)
+
+    worker = Worker(js, store, generation=1, on_batch=on_batch)
+    started = time.monotonic()
+    await worker.run(until_seq=count)
+    elapsed = time.monotonic() - started
+    samples.append((worker.progress.applied_seq, round(rss_mb(), 1)))
+    await nc.close()
+    return {
+        "events": worker.progress.applied_seq,
+        "seconds": elapsed,
+        "rate": worker.progress.applied_seq / elapsed,
+        "batches": worker.progress.batches,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_samples": samples,
+    }
+
+
+def _phase(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name", choices=["fill", "raw", "naive", "engine"])
+    parser.add_argument("--nats", required=True)
+    parser.add_argument("--db", default="")
+    parser.add_argument("--events", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.name == "fill":
+        result: object = asyncio.run(fill(args.nats, args.events))
+    elif args.name == "raw":
+        result = asyncio.run(raw(args.nats, args.events))
+    elif args.name == "naive":
+        result = asyncio.run(naive(args.nats, args.db, args.events))
+    else:
+        result = asyncio.run(engine_phase(args.nats, args.db, args.events))
+    print(json.dumps(result))
+
+
+def main() -> None:
+    """Run every phase and print the table of rates and ratios."""
+    if len(sys.argv) > 1 and sys.argv[1] == "phase":
+        _phase(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--naive-events", type=int, default=20_000)
+    parser.add_argument("--db", default="sqlite,postgres")
+    parser.add_argument("--postgres", default=DEFAULT_PG)
+    parser.add_argument(
+        "--store", default=".agora/bench", help="where the stream is kept between runs"
+    )
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    from agora.embedded import EmbeddedNats
+
+    store_dir = Path(args.store) / f"nats-{args.events}"
+    results: dict[str, Any] = {"machine": machine(), "when": stamp(), "events": args.events}
+    with EmbeddedNats(store_dir) as server, tempfile.TemporaryDirectory() as tmp:
+        url = server.url
+        results["fill"] = json.loads(
+            run_phase("bench.replay", "phase", "fill", "--nats", url, "--events", str(args.events))
+        )
+        results["raw"] = json.loads(
+            run_phase("bench.replay", "phase", "raw", "--nats", url, "--events", str(args.events))
+        )
+        for db in args.db.split(","):
+            for phase, n in (("naive", args.naive_events), ("engine", args.events)):
+                if db == "sqlite":
+                    db_url = f"sqlite:///{tmp}/{phase}-{time.monotonic_ns()}.db"
+                    results[f"{phase}_{db}"] = json.loads(
+                        run_phase(
+                            "bench.replay",
+                            "phase",
+                            phase,
+                            "--nats",
+                            url,
+                            "--db",
+                            db_url,
+                            "--events",
+                            str(n),
+                        )
+                    )
+                else:
+                    with postgres_database(args.postgres) as db_url:
+                        results[f"{phase}_{db}"] = json.loads(
+                            run_phase(
+                                "bench.replay",
+                                "phase",
+                                phase,
+                                "--nats",
+                                url,
+                                "--db",
+                                db_url,
+                                "--events",
+                                str(n),
+                            )
+                        )
+    _report(results, args.db.split(","))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def _report(results: dict[str, Any], dbs: list[str]) -> None:
+    raw = results["raw"]
+    print(f"machine: {results['machine']}")
+    print(f"when:    {results['when']}")
+    print(f"stream:  {results['events']:,} events")
+    print(
+        f"(a) raw ordered consumer + decode: {raw['rate']:,.0f} events/s, "
+        f"peak RSS {raw['peak_rss_mb']:.0f} MiB"
+    )
+    for db in dbs:
+        naive_rate = results[f"naive_{db}"]["rate"]
+        eng = results[f"engine_{db}"]
+        print(f"[{db}] (b) naive FastStream, 1 tx/event: {naive_rate:,.0f} events/s")
+        print(
+            f"[{db}] engine EventCounts: {eng['rate']:,.0f} events/s in {eng['batches']} batches; "
+            f"{eng['rate'] / raw['rate']:.0%} of (a) [target >= 50%], "
+            f"{eng['rate'] / naive_rate:.0f}x (b) [target >= 50x]; "
+            f"peak RSS {eng['peak_rss_mb']:.0f} MiB; RSS (seq, MiB): {eng['rss_samples']}"
+        )
+
+
+if __name__ == "__main__":
+    main()
