@@ -164,6 +164,7 @@ class Worker:
         self._lock = WriterLock(store.engine, self.name, generation, partition)
         self._stop = asyncio.Event()
         self._until: int | None = None
+        self._ended = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -344,7 +345,7 @@ class Worker:
 
     async def _loop(self, stop: asyncio.Event, until_seq: int | None) -> None:
         settings = self.settings
-        while not stop.is_set():
+        while not stop.is_set() and not self._ended:
             if until_seq is not None and self.progress.applied_seq >= until_seq:
                 return
             if self._paused and not self._gap and len(self._buffer) <= settings.buffer_events // 2:
@@ -425,6 +426,15 @@ class Worker:
             await self._recover_checkpoint()
             return
         except DatabaseError as error:
+            if await self._generation_dropped():
+                log.warning(
+                    "generation dropped: the worker ends",
+                    projection=self.name,
+                    generation=self.generation,
+                    partition=self.partition,
+                )
+                self._ended = True
+                return
             log.warning("database error; retrying from the checkpoint", error=str(error))
             await asyncio.sleep(self.settings.db_retry)
             await self._recover_checkpoint()
@@ -460,6 +470,15 @@ class Worker:
         if self.on_batch is not None:
             self.on_batch(progress)
         await self._maybe_write_status()
+
+    async def _generation_dropped(self) -> bool:
+        """Whether this worker's generation was dropped (its tables are gone for good)."""
+        try:
+            rows = await asyncio.to_thread(self.store.generations)
+        except (DatabaseError, sa.exc.SQLAlchemyError):
+            return False
+        state = next((r.state for r in rows if r.generation == self.generation), None)
+        return state in (None, "dropped")
 
     async def _recover_checkpoint(self) -> None:
         """Re-read the checkpoint (holding the lock, taken again if lost) and resubscribe."""
@@ -497,8 +516,21 @@ class Worker:
             await self._resubscribe("stalled while the stream has more")
 
     async def _maybe_write_status(self) -> None:
+        """Every status interval: write the status row, and check the writer lock is still ours.
+
+        A PostgreSQL session can die under the worker (a restart, a proxy, an administrator):
+        its advisory lock goes with it, and another worker may take the partition. The fence
+        keeps the data right regardless; this takes the lock again (or waits for it).
+        """
         if time.monotonic() - self._last_status >= self.settings.status_interval:
             await self._write_status()
+            try:
+                alive = await asyncio.to_thread(self._lock.alive)
+            except DatabaseError:  # pragma: no cover - alive() reports, it does not raise
+                alive = False
+            if not alive:
+                log.warning("writer lock lost", projection=self.name, partition=self.partition)
+                await self._recover_checkpoint()
 
     async def _write_status(self) -> None:
         self._last_status = time.monotonic()

@@ -26,7 +26,6 @@ from projections.changes import Changes, Key, Row, RowChange, TableSpec
 from projections.database import reader
 from projections.errors import DatabaseError, ProjectionError
 from projections.infra import INFRA, checkpoints, dead_letters, generations
-from projections.locks import WriterLock
 
 _KEY_CHUNK = 500
 
@@ -52,6 +51,10 @@ class FoldPolicy(enum.StrEnum):
 
 class NotCaughtUp(ProjectionError):
     """A generation cannot be swapped in yet: it is behind the one serving."""
+
+
+class NotBuilding(ProjectionError):
+    """A build's generation was swapped in, rolled back or dropped by someone else meanwhile."""
 
 
 class Fenced(ProjectionError):
@@ -260,11 +263,15 @@ class ProjectionStore:
         rows = self.generations()
         return rows[-1].generation + 1 if rows else 1
 
-    def activate(self, number: int, *, require_caught_up: bool = True) -> None:
+    def activate(
+        self, number: int, *, require_caught_up: bool = True, only_building: bool = False
+    ) -> None:
         """Point the stable names at generation ``number``, atomically, in one transaction.
 
         The previously active generation becomes ``retired`` (kept for rollback until dropped).
         With ``require_caught_up``, refuse while ``number`` is behind the active generation.
+        With ``only_building``, refuse (:class:`NotBuilding`) unless ``number`` is still
+        ``building``: a build must not undo a swap or a rollback made meanwhile.
         """
         gen = self.generation(number)
         name = self.projection.name
@@ -278,6 +285,8 @@ class ProjectionStore:
                 states = {r.generation: r.state for r in rows}
                 if states.get(number) not in ("building", "retired", "active"):
                     raise ProjectionError(f"{name} has no generation {number} to activate")
+                if only_building and states[number] != "building":
+                    raise NotBuilding(f"{name} g{number} is {states[number]}, not building")
                 current = next((g for g, st in states.items() if st == "active"), None)
                 if require_caught_up and current is not None and current != number:
                     mine = self._checkpoints(conn, number)
@@ -323,29 +332,15 @@ class ProjectionStore:
     def drop(self, number: int) -> None:
         """Drop a generation's tables; the active one cannot be dropped.
 
-        Refused while a worker holds one of the generation's partitions: its writer locks are
-        taken for the duration, so no worker starts on tables being dropped either.
+        A worker still building the generation ends by itself (see the runner and
+        :func:`projections.supervisor.build_and_swap`).
         """
         gen = self.generation(number)
         name = self.projection.name
-        locks: list[WriterLock] = []
         try:
-            row = next((r for r in self.generations() if r.generation == number), None)
-            if row is not None and row.state == "active":
-                raise ProjectionError(f"{name} g{number} is active: activate another first")
-            for partition in range(row.partitions if row is not None else 0):
-                lock = WriterLock(self.engine, name, number, partition)
-                if not lock.try_acquire():
-                    raise ProjectionError(
-                        f"{name} g{number} p{partition} has a running worker: stop it first"
-                    )
-                locks.append(lock)
             self._drop(gen, name, number)
         except sa.exc.SQLAlchemyError as error:
             raise DatabaseError(f"cannot drop {name} g{number}: {error}") from error
-        finally:
-            for lock in locks:
-                lock.release()
 
     def _drop(self, gen: Generation, name: str, number: int) -> None:
         with self.engine.begin() as conn:
@@ -427,6 +422,7 @@ class ProjectionStore:
                 letters.append(self._letter(gen, partition, message, "invalid", error))
 
         fresh, duplicates = self._unseen(conn, gen, decoded)
+        parked: list[tuple[int, BaseException]] = []
         if fresh:
             try:
                 # A savepoint: if the fold or its writes fail half-way, nothing of it remains.
@@ -457,7 +453,7 @@ class ProjectionStore:
                 dead_letters=checkpoints.c.dead_letters + len(letters),
             )
         )
-        return BatchOutcome(new_last, len(fresh), duplicates, len(letters))
+        return BatchOutcome(new_last, len(fresh) - len(parked), duplicates, len(letters))
 
     def retry_dead_letters(self, number: int, seqs: Sequence[int] | None = None) -> RetryOutcome:
         """Re-apply parked events (after a fix), in stream order; remove those applied.

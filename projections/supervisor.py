@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import nats.errors
@@ -25,7 +26,7 @@ from events.subjects import STREAM
 from projections.api import Projection
 from projections.errors import DatabaseError, ProjectionError
 from projections.runner import Progress, Worker, WorkerSettings
-from projections.store import NotCaughtUp, ProjectionStore
+from projections.store import NotBuilding, NotCaughtUp, ProjectionStore
 
 log = structlog.get_logger("agora.projections")
 
@@ -93,7 +94,9 @@ async def build_and_swap(
     """Run building generation ``number`` until it has caught up, then swap it in atomically.
 
     The active generation keeps serving meanwhile (its own workers keep it live). Returns True
-    once swapped, False if stopped first. The workers of ``number`` stop after the swap; the
+    once swapped (by this build or another one), False if stopped first or if the generation
+    stopped being built meanwhile (rolled back after a swap, or dropped): a stale build never
+    undoes an operator's decision. The workers of ``number`` stop when this returns; the
     supervisors then run it as the active generation.
     """
     stop = stop or asyncio.Event()
@@ -110,6 +113,21 @@ async def build_and_swap(
     previous_head: int | None = None
     try:
         while not stop.is_set():
+            try:
+                state = await asyncio.to_thread(_state_of, store, number)
+            except (DatabaseError, sa.exc.SQLAlchemyError) as error:
+                log.warning("cannot read generations", error=str(error))
+                state = "building"
+            if state == "active":
+                return True
+            if state != "building":
+                log.info(
+                    "build ended: the generation is no longer building",
+                    projection=store.projection.name,
+                    generation=number,
+                    state=state,
+                )
+                return False
             failed = [t for t in tasks if t.done()]
             if failed:
                 for task in failed:
@@ -134,9 +152,11 @@ async def build_and_swap(
             previous_head = head
             if checkpoint >= target:
                 try:
-                    await asyncio.to_thread(store.activate, number)
-                except NotCaughtUp:
-                    pass
+                    await asyncio.to_thread(
+                        functools.partial(store.activate, number, only_building=True)
+                    )
+                except (NotCaughtUp, NotBuilding):
+                    pass  # not yet; or someone else decided: the next round reads the state
                 else:
                     log.info(
                         "generation swapped in",
@@ -151,6 +171,11 @@ async def build_and_swap(
     finally:
         inner.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _state_of(store: ProjectionStore, number: int) -> str | None:
+    """The registry state of one generation (None if it does not exist)."""
+    return next((r.state for r in store.generations() if r.generation == number), None)
 
 
 class Supervisor:
@@ -171,6 +196,7 @@ class Supervisor:
         self.js = js
         self.engine = engine
         self.stores = {p.name: ProjectionStore(engine, p) for p in projections}
+        _check_distinct(self.stores.values(), len(projections))
         self.partitions = partitions
         self.only_partitions = set(only_partitions) if only_partitions is not None else None
         self.settings = settings or WorkerSettings()
@@ -293,3 +319,19 @@ class Supervisor:
                 on_batch=self._batch_callback(name),
             )
             self.workers[key] = (worker, asyncio.create_task(worker.run(stop)))
+
+
+def _check_distinct(stores: Iterable[ProjectionStore], count: int) -> None:
+    """Refuse projections that would share a name or a table (their stable view names)."""
+    names: dict[str, str] = {}
+    seen = 0
+    for store in stores:
+        seen += 1
+        for logical in store.generation(1).tables:
+            other = names.setdefault(logical, store.projection.name)
+            if other != store.projection.name:
+                raise ProjectionError(
+                    f"projections {other} and {store.projection.name} both define table {logical}"
+                )
+    if seen != count:
+        raise ProjectionError("two projections have the same name")

@@ -43,7 +43,7 @@ from projections.changes import Changes
 from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.partitions import community_of_subject, partition_of
-from projections.runner import Worker, WorkerSettings
+from projections.runner import Worker, WorkerSettings, WorkerState
 from projections.status import read_status
 from projections.store import FoldPolicy, ProjectionStore
 
@@ -478,3 +478,73 @@ async def test_a_full_buffer_pauses_the_consumer_instead_of_dropping_messages(
     assert all(w.progress.pauses >= 3 for w in workers)
     assert [w.progress.resubscribes for w in workers] == [0] * partitions, "messages were dropped"
     assert counts(engine) == oracle(zip(seqs, events, strict=True))
+
+
+async def test_a_worker_waiting_for_the_lock_leaves_the_owners_status_alone(
+    js: JetStreamContext,
+    engine: sa.Engine,
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]],
+) -> None:
+    seqs = await publish(js, wires(make_events(100, seed=10)))
+    store = ProjectionStore(engine, EventCounts())
+    store.ensure(1)
+    owner = Worker(js, store, generation=1, settings=FAST)
+    stop_owner, _ = start(running, owner)
+    await wait_until(lambda: store.checkpoint(1) == seqs[-1], 30, "the owner to apply")
+    waiting = Worker(js, store, generation=1, settings=FAST)
+    stop_waiting, waiting_task = start(running, waiting)
+    await wait_until(lambda: waiting.state is WorkerState.WAITING, 10, "the second worker to wait")
+    await asyncio.sleep(3 * FAST.lock_poll)  # let it try the lock a few times
+    stop_waiting.set()
+    await asyncio.wait_for(waiting_task, 10)
+    [status] = read_status(engine, "event_counts")
+    assert status.worker_state in ("running", "catching_up"), "the owner's status was overwritten"
+    stop_owner.set()
+
+
+def advisory_holders(engine: sa.Engine) -> list[int]:
+    """The backend pids holding an advisory lock."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        )
+        return [int(pid) for (pid,) in rows]
+
+
+@pytest.mark.postgres
+async def test_a_worker_whose_database_sessions_die_takes_its_writer_lock_again(
+    js: JetStreamContext,
+    postgres_url: str,
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]],
+) -> None:
+    engine = create_engine(postgres_url)
+    admin = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    try:
+        events = make_events(1_000, seed=13)
+        seqs = await publish(js, wires(events[:500]))
+        store = ProjectionStore(engine, EventCounts())
+        store.ensure(1)
+        start(running, Worker(js, store, generation=1, settings=FAST))
+        await wait_until(lambda: store.checkpoint(1) == 500, 30, "the worker to apply")
+        [holder] = advisory_holders(admin)
+
+        # Every session of the worker dies (a restart, a proxy, an administrator), its writer
+        # lock's too. The pool reconnects for the batches; the lock must be taken again.
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        await wait_until(
+            lambda: len(advisory_holders(admin)) == 1 and advisory_holders(admin) != [holder],
+            30,
+            "the lock to be taken again",
+        )
+        seqs += await publish(js, wires(events[500:]))
+        await wait_until(lambda: store.checkpoint(1) == 1_000, 30, "the worker to go on")
+        assert counts(engine) == oracle(zip(seqs, events, strict=True))
+    finally:
+        engine.dispose()
+        admin.dispose()

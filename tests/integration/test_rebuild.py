@@ -34,6 +34,7 @@ from events import Event
 from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.errors import ProjectionError
+from projections.locks import WriterLock
 from projections.runner import Worker, WorkerSettings
 from projections.status import wait_for
 from projections.store import FoldPolicy, NotCaughtUp, ProjectionStore, RawMessage
@@ -177,7 +178,9 @@ async def test_a_rebuild_under_load_swaps_atomically_and_can_be_rolled_back(
     head = await stream_head(js)
     assert head == len(published.pairs)
     # build_and_swap stops its workers after the swap; the active generation runs on.
-    spawn(background, lambda stop: Worker(js, store, generation=2, settings=FAST).run(stop))
+    _, g2_worker = spawn(
+        background, lambda stop: Worker(js, store, generation=2, settings=FAST).run(stop)
+    )
     await wait_for(engine, "event_counts", head, timeout=60)
     stop_reading.set()
     await reading
@@ -202,18 +205,21 @@ async def test_a_rebuild_under_load_swaps_atomically_and_can_be_rolled_back(
 
     with pytest.raises(ProjectionError, match="is active"):
         store.drop(1)
-    with pytest.raises(ProjectionError, match="running worker"):
-        store.drop(2)  # its worker still runs
-    for stop, task in background:
-        stop.set()
-        await task
-    store.drop(2)
+    store.drop(2)  # while its worker still runs: the worker ends by itself at its next batch
     assert {r.generation: r.state for r in store.generations()} == {1: "active", 2: "dropped"}
     remaining = table_names(engine)
     assert "event_counts__g2" not in remaining and "agora_seen_event_counts__g2" not in remaining
     assert "event_counts__g1" in remaining
     assert counts(engine, "event_counts") == expected
     assert store.next_generation() == 3, "a dropped generation's number is never reused"
+
+    late = events[len(published.pairs) : len(published.pairs) + 50]
+    late_seqs = await publish(js, wires(late))
+    await asyncio.wait_for(g2_worker, 30)
+    await wait_for(engine, "event_counts", late_seqs[-1], timeout=30)
+    assert counts(engine, "event_counts") == oracle(
+        [*published.pairs, *zip(late_seqs, late, strict=True)]
+    )
 
 
 def test_activation_refuses_a_generation_behind_the_active_one(engine: sa.Engine) -> None:
@@ -306,3 +312,55 @@ async def test_a_new_code_version_is_rebuilt_and_swapped_in_by_the_supervisor(
     stale = Supervisor(js, engine, [EventCounts()], settings=FAST, poll=0.1)
     assert await asyncio.to_thread(stale._wanted) == set()
     assert [r.generation for r in store.generations()] == [1, 2]
+
+
+class OtherCounts(EventCounts):
+    """Another projection that would (wrongly) define the same stable table name."""
+
+    name = "other_counts"
+
+
+def test_projections_sharing_a_name_or_a_table_are_refused(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    with pytest.raises(ProjectionError, match="same name"):
+        Supervisor(None, engine, [EventCounts(), EventCountsV2()])  # type: ignore[arg-type]
+    with pytest.raises(ProjectionError, match="both define table event_counts"):
+        Supervisor(None, engine, [EventCounts(), OtherCounts()])  # type: ignore[arg-type]
+    engine.dispose()
+
+
+async def test_a_stale_build_never_undoes_a_rollback_and_ends_when_dropped(
+    js: JetStreamContext, engine: sa.Engine
+) -> None:
+    seqs = await publish(js, wires(make_events(300, seed=25)))
+    store = ProjectionStore(engine, EventCounts())
+    bootstrap(store, 1)
+    await asyncio.wait_for(
+        Worker(js, store, generation=1, settings=FAST).run(until_seq=seqs[-1]), 60
+    )
+
+    # A build waits on the writer lock (another process builds the same generation) while an
+    # operator swaps the generation in and rolls it back: the stale build must not swap it again.
+    assert start_generation(store, 1) == 2
+    lock = WriterLock(engine, "event_counts", 2, 0)
+    assert lock.try_acquire()
+    build = asyncio.create_task(build_and_swap(js, store, 2, settings=FAST, check_interval=0.05))
+    store.activate(2, require_caught_up=False)
+    store.activate(1, require_caught_up=False)
+    lock.release()
+    assert await asyncio.wait_for(build, 30) is False
+    assert store.active() == 1
+
+    # A build whose generation is dropped under it ends instead of retrying forever.
+    assert start_generation(store, 1) == 3
+    held = WriterLock(engine, "event_counts", 3, 0)
+    assert held.try_acquire()
+    build = asyncio.create_task(build_and_swap(js, store, 3, settings=FAST, check_interval=0.05))
+    store.drop(3)
+    held.release()
+    assert await asyncio.wait_for(build, 30) is False
+    assert {r.generation: r.state for r in store.generations()} == {
+        1: "active",
+        2: "retired",
+        3: "dropped",
+    }
