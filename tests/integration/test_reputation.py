@@ -172,8 +172,9 @@ BEER = Path(__file__).resolve().parents[3] / "shared" / "data" / "stackexchange-
 def test_the_beer_dump_agrees_with_stack_exchange_reputation(tmp_path: Path) -> None:
     """The 2014 rules on real history: members' scores against Users.xml's ``Reputation``.
 
-    Measured: 295 of 833 exact; 775 (93 %) exact or exactly +100, the association bonus the dump
-    does not record. The bounds below are the measurement less a margin, not a tuning target.
+    Measured: 295 of 833 exact; 297 within +-5; 775 (93 %) exact or exactly +100, the association
+    bonus the dump does not record; 822 (98.7 %) within +-5 once that bonus is allowed. The
+    bounds below are the measurement less a margin, not a tuning target.
     """
     import xml.etree.ElementTree as ET
 
@@ -200,5 +201,7 @@ def test_the_beer_dump_agrees_with_stack_exchange_reputation(tmp_path: Path) -> 
     differences = [published[m] - scores.get(m, 1) for m in published]
     exact = sum(d == 0 for d in differences)
     bonus = sum(d in (0, 100) for d in differences)
+    near = sum(min(abs(d), abs(d - 100)) <= 5 for d in differences)  # +-5, bonus allowed
     assert exact >= 0.33 * len(differences)
     assert bonus >= 0.90 * len(differences)
+    assert near >= 0.95 * len(differences)
