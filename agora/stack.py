@@ -89,26 +89,6 @@ class _ApiError(msgspec.Struct):
     description: str = ""
 
 
-class _RawConfig(msgspec.Struct):
-    name: str
-    subjects: list[str] = []
-    description: str = ""
-    retention: str = ""
-    storage: str = ""
-    discard: str = ""
-    num_replicas: int = 1
-    duplicate_window: int = 0
-    max_age: int = 0
-    max_bytes: int = -1
-    max_msgs: int = -1
-    max_msg_size: int = -1
-    deny_delete: bool = False
-    deny_purge: bool = False
-    allow_rollup_hdrs: bool = False
-    allow_direct: bool = False
-    sealed: bool = False
-
-
 class _RawState(msgspec.Struct):
     messages: int = 0
     bytes: int = 0
@@ -122,7 +102,7 @@ class _RawState(msgspec.Struct):
 
 class _RawInfo(msgspec.Struct):
     error: _ApiError | None = None
-    config: _RawConfig | None = None
+    config: StreamConfigView | None = None  # durations still in nanoseconds here
     state: _RawState | None = None
     created: datetime | None = None
 
@@ -317,12 +297,14 @@ class Stack:
             raise AgoraError(f"cannot read stream {STREAM}: {raw.error.description}")
         if raw.config is None or raw.state is None:
             raise AgoraError("unexpected stream info from the server: no config or state")
-        config = msgspec.structs.asdict(raw.config)
-        config["duplicate_window"] = raw.config.duplicate_window / _NS
-        config["max_age"] = raw.config.max_age / _NS
+        config = msgspec.structs.replace(
+            raw.config,
+            duplicate_window=raw.config.duplicate_window / _NS,
+            max_age=raw.config.max_age / _NS,
+        )
         state = raw.state
         return StreamStatus(
-            config=StreamConfigView(**config),
+            config=config,
             state=StreamStateView(
                 messages=state.messages,
                 bytes=state.bytes,
