@@ -421,7 +421,10 @@ class ProjectionStore:
             except Exception as error:  # InvalidEvent, or anything else the decoder raises
                 letters.append(self._letter(gen, partition, message, "invalid", error))
 
-        fresh, duplicates = self._unseen(conn, gen, decoded)
+        # Recorded before the fold, in the same transaction: parked events count as seen too (a
+        # later copy of one is a duplicate; retry_dead_letters finds it by its sequence), and a
+        # paused batch rolls the record back with everything else.
+        fresh, duplicates = self._record_seen(conn, gen, decoded)
         parked: list[tuple[int, BaseException]] = []
         if fresh:
             try:
@@ -438,9 +441,6 @@ class ProjectionStore:
                 by_seq = {m.seq: m for m in messages}
                 for seq, exc in parked:
                     letters.append(self._letter(gen, partition, by_seq[seq], "fold", exc))
-            # Parked events are recorded as seen too: a later copy of one is a duplicate, and
-            # retry_dead_letters recognises the parked event by its sequence.
-            conn.execute(gen.seen.insert(), [{"event_id": d.event.id, "seq": d.seq} for d in fresh])
         if letters:
             conn.execute(dead_letters.insert(), letters)
         conn.execute(
@@ -539,27 +539,54 @@ class ProjectionStore:
             "first_seen": datetime.fromtimestamp(message.timestamp_ns / 1e9, UTC),
         }
 
-    def _unseen(
+    def _record_seen(
         self, conn: Connection, gen: Generation, decoded: list[Delivered]
     ) -> tuple[list[Delivered], int]:
-        """Drop events whose id was applied before (or earlier in this batch)."""
-        if not decoded:
-            return [], 0
-        ids = list({d.event.id for d in decoded})
-        seen: set[UUID] = set()
+        """Record each event id as seen at its sequence; return the events not seen before.
+
+        One statement that ignores ids already present does both jobs: when it inserts every id
+        (the common case) all events are fresh; otherwise the ids stored with another sequence
+        are the duplicates. A copy later in the same batch is a duplicate too.
+        """
+        first: dict[UUID, Delivered] = {}
+        for d in decoded:
+            first.setdefault(d.event.id, d)
+        if not first:
+            return [], len(decoded)
+        table = conn.dialect.identifier_preparer.quote(gen.seen.name)
+        if self.dialect == "postgresql":
+            inserted = conn.exec_driver_sql(
+                f"INSERT INTO {table} (event_id, seq) "
+                "SELECT * FROM unnest(%(ids)s::uuid[], %(seqs)s::bigint[]) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                {"ids": list(first), "seqs": [d.seq for d in first.values()]},
+            ).rowcount
+        else:
+            inserted = conn.exec_driver_sql(
+                f"INSERT OR IGNORE INTO {table} (event_id, seq) VALUES (?, ?)",
+                [(i.hex, d.seq) for i, d in first.items()],
+            ).rowcount
+        fresh = list(first.values())
+        if inserted != len(first):
+            older = self._seen_elsewhere(conn, gen, first)
+            fresh = [d for d in fresh if d.event.id not in older]
+        return fresh, len(decoded) - len(fresh)
+
+    def _seen_elsewhere(
+        self, conn: Connection, gen: Generation, batch: Mapping[UUID, Delivered]
+    ) -> set[UUID]:
+        """The ids of ``batch`` that the seen table holds with another sequence than theirs."""
+        ids = list(batch)
+        older: set[UUID] = set()
+        column = gen.seen.c.event_id
         for start in range(0, len(ids), _KEY_CHUNK * 4):
             chunk = ids[start : start + _KEY_CHUNK * 4]
-            rows = conn.execute(
-                sa.select(gen.seen.c.event_id).where(gen.seen.c.event_id.in_(chunk))
-            )
-            seen.update(row[0] for row in rows)
-        fresh: list[Delivered] = []
-        for d in decoded:
-            if d.event.id in seen:
-                continue
-            seen.add(d.event.id)
-            fresh.append(d)
-        return fresh, len(decoded) - len(fresh)
+            for event_id, seq in conn.execute(
+                sa.select(column, gen.seen.c.seq).where(column.in_(chunk))
+            ):
+                if seq != batch[event_id].seq:
+                    older.add(event_id)
+        return older
 
     def _fold_and_write(self, conn: Connection, gen: Generation, batch: list[Delivered]) -> None:
         changes = Changes(gen.specs, self._load(conn, gen, self.projection.reads(batch)))
