@@ -48,6 +48,9 @@ class Event(
     kw_only=True,
     frozen=True,
     forbid_unknown_fields=False,
+    # Events hold only scalars and lists of strings, so they can never be part of a reference
+    # cycle; untracked, a decoded batch does not trigger the cyclic collector (~2 us/event).
+    gc=False,
 ):
     """The envelope every event carries. Not published itself: use one of its subclasses."""
 
