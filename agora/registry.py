@@ -12,6 +12,7 @@ from collections.abc import Callable
 from agora.errors import AgoraError
 from projections.api import Projection
 from projections.counts import EventCounts
+from projections.engagement import Engagement
 from projections.moderation import ModerationQueue
 from projections.reputation import Reputation, StackExchangeReputation
 
@@ -20,6 +21,7 @@ PROJECTIONS: dict[str, Callable[[], Projection]] = {
     Reputation.name: Reputation,
     StackExchangeReputation.name: StackExchangeReputation,
     ModerationQueue.name: ModerationQueue,
+    Engagement.name: Engagement,
 }
 """Every projection Agora ships, by name, in the order `agora worker` starts them."""
 
