@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from events.catalogue import Event
 from events.codec import CODEC, Codec
+from projections import pgcopy
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row, RowChange, TableSpec
 from projections.database import reader
@@ -176,8 +177,16 @@ class Generation:
 class ProjectionStore:
     """Applies batches of one projection to a SQLite or PostgreSQL database."""
 
-    def __init__(self, engine: Engine, projection: Projection, codec: Codec = CODEC) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        projection: Projection,
+        codec: Codec = CODEC,
+        copy_min_rows: int = 200,
+    ) -> None:
         self.engine = engine
+        self.copy_min_rows = copy_min_rows
+        """On PostgreSQL, batches of at least this many rows are written with COPY."""
         self.projection = projection
         self.codec = codec
         self.dialect = engine.dialect.name
@@ -586,7 +595,24 @@ class ProjectionStore:
         if not first:
             return [], len(decoded)
         table = conn.dialect.identifier_preparer.quote(gen.seen.name)
-        if self.dialect == "postgresql":
+        if self.dialect == "postgresql" and len(first) >= self.copy_min_rows:
+            staged = pgcopy.stage(
+                conn,
+                "agora_stage_seen",
+                [("occurred_us", "bigint"), ("event_id", "uuid"), ("seq", "bigint")],
+            )
+            pgcopy.copy_rows(
+                conn,
+                staged,
+                ("occurred_us", "event_id", "seq"),
+                ((t, i, d.seq) for (t, i), d in first.items()),
+            )
+            inserted = conn.exec_driver_sql(
+                f"INSERT INTO {table} (occurred_us, event_id, seq) "
+                f"SELECT occurred_us, event_id, seq FROM {staged} "
+                "ON CONFLICT (occurred_us, event_id) DO NOTHING"
+            ).rowcount
+        elif self.dialect == "postgresql":
             inserted = conn.exec_driver_sql(
                 f"INSERT INTO {table} (occurred_us, event_id, seq) "
                 "SELECT * FROM unnest(%(times)s::bigint[], %(ids)s::uuid[], %(seqs)s::bigint[]) "
@@ -688,8 +714,24 @@ class ProjectionStore:
             for shape, params in shapes.items():
                 conn.execute(self._upsert(table, spec, shape), params)
             inserts = changes.inserts(logical)
-            if inserts:
+            if self.dialect == "postgresql" and len(inserts) >= self.copy_min_rows:
+                self._copy_inserts(conn, table, spec, inserts)
+            elif inserts:
                 conn.execute(table.insert(), inserts)
+
+    def _copy_inserts(
+        self, conn: Connection, table: sa.Table, spec: TableSpec, rows: list[Row]
+    ) -> None:
+        """COPY appended rows into ``table``; columns a row leaves out get their defaults."""
+        columns = [c for c in spec.columns if c in spec.defaults or any(c in r for r in rows)]
+        defaults = spec.defaults
+        pgcopy.copy_rows(
+            conn,
+            table.name,
+            columns,
+            ([row[c] if c in row else defaults.get(c) for c in columns] for row in rows),
+            pgcopy.processors(table, conn.dialect, columns),
+        )
 
     def _upsert(self, table: sa.Table, spec: TableSpec, shape: tuple[frozenset[str], ...]) -> Any:
         cache_key = (table.name, shape)
