@@ -56,14 +56,16 @@ def copy_rows(
 
 
 def stage(conn: Connection, name: str, columns: Sequence[tuple[str, str]]) -> str:
-    """Create (once per session) a temporary staging table emptied at each commit; its name.
+    """An empty temporary staging table called ``name``, created once per session; its name.
 
-    ``columns`` are (name, SQL type) pairs. The table lives as long as the database session and
-    holds a transaction's rows only, so a rolled-back batch leaves nothing behind.
+    ``columns`` are (name, SQL type) pairs. The table lives as long as the database session; it
+    is emptied here (a transaction may stage several sets of rows) and at each commit, and a
+    rolled-back batch leaves nothing in it.
     """
     quote = conn.dialect.identifier_preparer.quote
     spec = ", ".join(f"{quote(c)} {t}" for c, t in columns)
     conn.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(name)} ({spec}) ON COMMIT DELETE ROWS"
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(name)} ({spec}) ON COMMIT DELETE ROWS; "
+        f"TRUNCATE {quote(name)}"
     )
     return name

@@ -10,7 +10,8 @@ upserts, and (5) moves the checkpoint. A crash at any instant leaves either all 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -192,7 +193,7 @@ class ProjectionStore:
         self.dialect = engine.dialect.name
         self._reader = reader(engine)
         self._generations: dict[int, Generation] = {}
-        self._statements: dict[tuple[str, tuple[frozenset[str], ...]], Any] = {}
+        self._statements: dict[tuple[Any, ...], Any] = {}
 
     # -- generations ------------------------------------------------------------------------
 
@@ -682,18 +683,41 @@ class ProjectionStore:
             spec = gen.specs[logical]
             unique = list(dict.fromkeys(keys))
             rows: dict[Key, Row | None] = dict.fromkeys(unique)
-            key_cols = [table.c[k] for k in spec.key]
-            for start in range(0, len(unique), _KEY_CHUNK):
-                chunk = unique[start : start + _KEY_CHUNK]
-                if len(key_cols) == 1:
-                    condition = key_cols[0].in_([k[0] for k in chunk])
-                else:
-                    condition = sa.tuple_(*key_cols).in_(chunk)
-                for row in conn.execute(sa.select(table).where(condition)).mappings():
-                    values = dict(row)
-                    rows[tuple(values[k] for k in spec.key)] = values
+            for values in self._select_keys(conn, table, spec, unique):
+                rows[tuple(values[k] for k in spec.key)] = values
             loaded[logical] = rows
         return loaded
+
+    def _select_keys(
+        self, conn: Connection, table: sa.Table, spec: TableSpec, keys: list[Key]
+    ) -> Iterator[Row]:
+        """The rows of ``table`` with the given keys (those that exist)."""
+        key_cols = [table.c[k] for k in spec.key]
+        if self.dialect == "postgresql":
+            # One array per key column: the statement text stays the same whatever the number of
+            # keys, so the server and psycopg parse and plan it once.
+            statement = self._statements.get((table.name, "select"))
+            if statement is None:
+                arrays = [
+                    sa.func.unnest(sa.bindparam(f"k{i}", type_=postgresql.ARRAY(c.type)))
+                    for i, c in enumerate(key_cols)
+                ]
+                statement = sa.select(table).where(sa.tuple_(*key_cols).in_(sa.select(*arrays)))
+                self._statements[(table.name, "select")] = statement
+            for start in range(0, len(keys), _KEY_CHUNK * 10):
+                chunk = keys[start : start + _KEY_CHUNK * 10]
+                params = {f"k{i}": [k[i] for k in chunk] for i in range(len(key_cols))}
+                for row in conn.execute(statement, params).mappings():
+                    yield dict(row)
+            return
+        for start in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[start : start + _KEY_CHUNK]
+            if len(key_cols) == 1:
+                condition = key_cols[0].in_([k[0] for k in chunk])
+            else:
+                condition = sa.tuple_(*key_cols).in_(chunk)
+            for row in conn.execute(sa.select(table).where(condition)).mappings():
+                yield dict(row)
 
     def _write(self, conn: Connection, gen: Generation, changes: Changes) -> None:
         for logical, table in gen.tables.items():
@@ -712,7 +736,10 @@ class ProjectionStore:
                     [{f"k_{k}": v for k, v in zip(spec.key, key, strict=True)} for key in deletes],
                 )
             for shape, params in shapes.items():
-                conn.execute(self._upsert(table, spec, shape), params)
+                if self.dialect == "postgresql" and len(params) >= self.copy_min_rows:
+                    self._copy_upsert(conn, table, spec, shape, params)
+                else:
+                    conn.execute(self._upsert(table, spec, shape), params)
             inserts = changes.inserts(logical)
             if self.dialect == "postgresql" and len(inserts) >= self.copy_min_rows:
                 self._copy_inserts(conn, table, spec, inserts)
@@ -733,45 +760,94 @@ class ProjectionStore:
             pgcopy.processors(table, conn.dialect, columns),
         )
 
-    def _upsert(self, table: sa.Table, spec: TableSpec, shape: tuple[frozenset[str], ...]) -> Any:
+    def _copy_upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        spec: TableSpec,
+        shape: Shape,
+        params: list[dict[str, Any]],
+    ) -> None:
+        """Upsert many rows of one shape: COPY them into a staging table, then one statement."""
+        columns = [*spec.key, *sorted(frozenset().union(*shape))]
+        staged = pgcopy.stage(
+            conn,
+            _stage_name(table.name),
+            [(c.name, c.type.compile(dialect=conn.dialect)) for c in table.columns],
+        )
+        pgcopy.copy_rows(
+            conn,
+            staged,
+            columns,
+            ([p[c] for c in columns] for p in params),
+            pgcopy.processors(table, conn.dialect, columns),
+        )
+        cache_key = (table.name, shape, "staged")
+        statement = self._statements.get(cache_key)
+        if statement is None:
+            source = sa.table(staged, *(sa.column(c) for c in columns))
+            insert = postgresql.insert(table).from_select(
+                columns, sa.select(*(source.c[c] for c in columns))
+            )
+            statement = insert.on_conflict_do_update(
+                index_elements=list(spec.key), set_=_updates(table, spec, shape, insert.excluded)
+            )
+            self._statements[cache_key] = statement
+        conn.execute(statement)
+
+    def _upsert(self, table: sa.Table, spec: TableSpec, shape: Shape) -> Any:
         cache_key = (table.name, shape)
         statement = self._statements.get(cache_key)
         if statement is not None:
             return statement
-        add, put, least, greatest = shape
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-        excluded = insert.excluded
-        updates: dict[str, Any] = {}
-        for column in sorted(add):
-            # The inserted value is start + delta (see _params); an update adds the delta.
-            start = spec.start(column)
-            if start:
-                updates[column] = sa.func.coalesce(table.c[column], start) + (
-                    excluded[column] - start
-                )
-            else:
-                updates[column] = sa.func.coalesce(table.c[column], 0) + excluded[column]
-        for column in sorted(put):
-            updates[column] = excluded[column]
-        for column in sorted(least):
-            updates[column] = sa.case(
-                (
-                    sa.or_(table.c[column].is_(None), excluded[column] < table.c[column]),
-                    excluded[column],
-                ),
-                else_=table.c[column],
-            )
-        for column in sorted(greatest):
-            updates[column] = sa.case(
-                (
-                    sa.or_(table.c[column].is_(None), excluded[column] > table.c[column]),
-                    excluded[column],
-                ),
-                else_=table.c[column],
-            )
-        statement = insert.on_conflict_do_update(index_elements=list(spec.key), set_=updates)
+        statement = insert.on_conflict_do_update(
+            index_elements=list(spec.key), set_=_updates(table, spec, shape, insert.excluded)
+        )
         self._statements[cache_key] = statement
         return statement
+
+
+Shape = tuple[frozenset[str], ...]
+"""The columns a row change adds to, puts, takes the least and the greatest of."""
+
+
+def _stage_name(table: str) -> str:
+    name = f"agora_stage_{table}"
+    # PostgreSQL truncates identifiers at 63 bytes; keep long names distinct.
+    return name if len(name) <= 63 else f"agora_stage_{zlib.crc32(table.encode()):08x}"
+
+
+def _updates(table: sa.Table, spec: TableSpec, shape: Shape, excluded: Any) -> dict[str, Any]:
+    """The SET clause of an upsert: how each touched column combines stored and new values."""
+    add, put, least, greatest = shape
+    updates: dict[str, Any] = {}
+    for column in sorted(add):
+        # The inserted value is start + delta (see _params); an update adds the delta.
+        start = spec.start(column)
+        if start:
+            updates[column] = sa.func.coalesce(table.c[column], start) + (excluded[column] - start)
+        else:
+            updates[column] = sa.func.coalesce(table.c[column], 0) + excluded[column]
+    for column in sorted(put):
+        updates[column] = excluded[column]
+    for column in sorted(least):
+        updates[column] = sa.case(
+            (
+                sa.or_(table.c[column].is_(None), excluded[column] < table.c[column]),
+                excluded[column],
+            ),
+            else_=table.c[column],
+        )
+    for column in sorted(greatest):
+        updates[column] = sa.case(
+            (
+                sa.or_(table.c[column].is_(None), excluded[column] > table.c[column]),
+                excluded[column],
+            ),
+            else_=table.c[column],
+        )
+    return updates
 
 
 def _params(spec: TableSpec, change: RowChange) -> dict[str, Any]:
