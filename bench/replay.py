@@ -1,12 +1,13 @@
 """Replay throughput of the projection engine against two baselines measured in the same run.
 
     python -m bench.replay [--events 1000000] [--naive-events 20000] [--db sqlite,postgres]
+                           [--projections event_counts,reputation,moderation,engagement]
 
 (a) raw nats-py ordered push consumer + decode of the same stream: the ceiling of reading;
 (b) a naive FastStream subscriber committing one transaction per event: what most first
     projections look like;
-then the engine (a Worker running the reference projection EventCounts) on SQLite and
-PostgreSQL, with peak RSS and RSS samples along the way (it should stay flat).
+then the engine (a Worker running each chosen projection, the reference EventCounts by default)
+on SQLite and PostgreSQL, with peak RSS and RSS samples along the way (it should stay flat).
 Targets (issue "Projection engine"): engine >= 50 % of (a), >= 50x (b).
 Each phase runs in its own process, so RSS figures are its own.
 """
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +167,11 @@ async def naive(url: str, db: str, count: int) -> dict[str, float]:
     return {"events": seen, "seconds": elapsed, "rate": seen / elapsed}
 
 
-async def engine_phase(url: str, db: str, count: int) -> dict[str, object]:
-    """The engine: a Worker running EventCounts from the start of the stream to ``count``."""
+async def engine_phase(url: str, db: str, count: int, projection: str) -> dict[str, object]:
+    """The engine: a Worker running ``projection`` from the start of the stream to ``count``."""
     import structlog
 
-    from projections.counts import EventCounts
+    from agora.registry import get_projection
     from projections.database import create_engine
     from projections.runner import Worker
     from projections.store import ProjectionStore
@@ -176,7 +179,7 @@ async def engine_phase(url: str, db: str, count: int) -> dict[str, object]:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     nc = await _connect(url)
     js = nc.jetstream()
-    store = ProjectionStore(create_engine(db), EventCounts())
+    store = ProjectionStore(create_engine(db), get_projection(projection))
     store.ensure(1)
     samples: list[tuple[int, float]] = []
     marks = iter([count // 4, count // 2, 3 * count // 4])
@@ -210,6 +213,7 @@ def _phase(argv: list[str]) -> None:
     parser.add_argument("--nats", required=True)
     parser.add_argument("--db", default="")
     parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--projection", default="event_counts")
     args = parser.parse_args(argv)
     if args.name == "fill":
         result: object = asyncio.run(fill(args.nats, args.events))
@@ -218,7 +222,7 @@ def _phase(argv: list[str]) -> None:
     elif args.name == "naive":
         result = asyncio.run(naive(args.nats, args.db, args.events))
     else:
-        result = asyncio.run(engine_phase(args.nats, args.db, args.events))
+        result = asyncio.run(engine_phase(args.nats, args.db, args.events, args.projection))
     print(json.dumps(result))
 
 
@@ -231,6 +235,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--naive-events", type=int, default=20_000)
     parser.add_argument("--db", default="sqlite,postgres")
+    parser.add_argument(
+        "--projections", default="event_counts", help="comma-separated registered projections"
+    )
     parser.add_argument("--postgres", default=DEFAULT_PG)
     parser.add_argument(
         "--store", default=".agora/bench", help="where the stream is kept between runs"
@@ -250,11 +257,16 @@ def main() -> None:
         results["raw"] = json.loads(
             run_phase("bench.replay", "phase", "raw", "--nats", url, "--events", str(args.events))
         )
-        for db in args.db.split(","):
-            for phase, n in (("naive", args.naive_events), ("engine", args.events)):
-                if db == "sqlite":
-                    db_url = f"sqlite:///{tmp}/{phase}-{time.monotonic_ns()}.db"
-                    results[f"{phase}_{db}"] = json.loads(
+        dbs = args.db.split(",")
+        projections = args.projections.split(",")
+        for db in dbs:
+            runs = [("naive", "naive", args.naive_events, [])]
+            runs += [
+                (f"engine_{p}", "engine", args.events, ["--projection", p]) for p in projections
+            ]
+            for key, phase, n, extra in runs:
+                with _database(db, tmp, args.postgres) as db_url:
+                    results[f"{key}_{db}"] = json.loads(
                         run_phase(
                             "bench.replay",
                             "phase",
@@ -265,29 +277,25 @@ def main() -> None:
                             db_url,
                             "--events",
                             str(n),
+                            *extra,
                         )
                     )
-                else:
-                    with postgres_database(args.postgres) as db_url:
-                        results[f"{phase}_{db}"] = json.loads(
-                            run_phase(
-                                "bench.replay",
-                                "phase",
-                                phase,
-                                "--nats",
-                                url,
-                                "--db",
-                                db_url,
-                                "--events",
-                                str(n),
-                            )
-                        )
-    _report(results, args.db.split(","))
+    _report(results, dbs, projections)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 
-def _report(results: dict[str, Any], dbs: list[str]) -> None:
+@contextlib.contextmanager
+def _database(kind: str, tmp: str, postgres: str) -> Iterator[str]:
+    """A fresh database of ``kind`` for one phase: a SQLite file, or a new PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp}/{time.monotonic_ns()}.db"
+    else:
+        with postgres_database(postgres) as url:
+            yield url
+
+
+def _report(results: dict[str, Any], dbs: list[str], projections: list[str]) -> None:
     raw = results["raw"]
     print(f"machine: {results['machine']}")
     print(f"when:    {results['when']}")
@@ -298,14 +306,16 @@ def _report(results: dict[str, Any], dbs: list[str]) -> None:
     )
     for db in dbs:
         naive_rate = results[f"naive_{db}"]["rate"]
-        eng = results[f"engine_{db}"]
         print(f"[{db}] (b) naive FastStream, 1 tx/event: {naive_rate:,.0f} events/s")
-        print(
-            f"[{db}] engine EventCounts: {eng['rate']:,.0f} events/s in {eng['batches']} batches; "
-            f"{eng['rate'] / raw['rate']:.0%} of (a) [target >= 50%], "
-            f"{eng['rate'] / naive_rate:.0f}x (b) [target >= 50x]; "
-            f"peak RSS {eng['peak_rss_mb']:.0f} MiB; RSS (seq, MiB): {eng['rss_samples']}"
-        )
+        for projection in projections:
+            eng = results[f"engine_{projection}_{db}"]
+            print(
+                f"[{db}] engine {projection}: {eng['rate']:,.0f} events/s "
+                f"in {eng['batches']} batches; "
+                f"{eng['rate'] / raw['rate']:.0%} of (a) [target >= 50%], "
+                f"{eng['rate'] / naive_rate:.0f}x (b) [target >= 50x]; "
+                f"peak RSS {eng['peak_rss_mb']:.0f} MiB; RSS (seq, MiB): {eng['rss_samples']}"
+            )
 
 
 if __name__ == "__main__":
