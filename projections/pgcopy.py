@@ -21,11 +21,6 @@ from sqlalchemy.engine import Connection
 Processor = Callable[[Any], Any] | None
 
 
-def processors(table: sa.Table, dialect: sa.Dialect, columns: Sequence[str]) -> list[Processor]:
-    """The bind processors of ``columns`` (None where a value needs no conversion)."""
-    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-
-
 def copy_rows(
     conn: Connection,
     table: str,

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -31,6 +32,7 @@ from projections.errors import DatabaseError, ProjectionError
 from projections.infra import INFRA, checkpoints, dead_letters, generations
 
 _KEY_CHUNK = 500
+_JSON = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,13 +712,23 @@ class ProjectionStore:
                 for row in conn.execute(statement, params).mappings():
                     yield dict(row)
             return
-        for start in range(0, len(keys), _KEY_CHUNK):
-            chunk = keys[start : start + _KEY_CHUNK]
-            if len(key_cols) == 1:
-                condition = key_cols[0].in_([k[0] for k in chunk])
-            else:
-                condition = sa.tuple_(*key_cols).in_(chunk)
-            for row in conn.execute(sa.select(table).where(condition)).mappings():
+        # SQLite: the keys as one JSON array of arrays (values as SQLAlchemy binds them), read
+        # back with json_each -- again one statement text for any number of keys.
+        statement = self._statements.get((table.name, "select"))
+        if statement is None:
+            each = sa.func.json_each(sa.bindparam("keys", type_=sa.String)).table_valued("value")
+            fields = [sa.func.json_extract(each.c.value, f"$[{i}]") for i in range(len(key_cols))]
+            statement = sa.select(table).where(
+                sa.tuple_(*key_cols).in_(sa.select(*fields).select_from(each))
+            )
+            self._statements[(table.name, "select")] = statement
+        binds = _bind_processors(table, conn.dialect, spec.key)
+        for start in range(0, len(keys), _KEY_CHUNK * 10):
+            chunk = keys[start : start + _KEY_CHUNK * 10]
+            encoded = _JSON.encode(
+                [[v if f is None else f(v) for v, f in zip(k, binds, strict=True)] for k in chunk]
+            )
+            for row in conn.execute(statement, {"keys": encoded.decode()}).mappings():
                 yield dict(row)
 
     def _write(self, conn: Connection, gen: Generation, changes: Changes) -> None:
@@ -757,7 +769,7 @@ class ProjectionStore:
             table.name,
             columns,
             ([row[c] if c in row else defaults.get(c) for c in columns] for row in rows),
-            pgcopy.processors(table, conn.dialect, columns),
+            _bind_processors(table, conn.dialect, columns),
         )
 
     def _copy_upsert(
@@ -780,7 +792,7 @@ class ProjectionStore:
             staged,
             columns,
             ([p[c] for c in columns] for p in params),
-            pgcopy.processors(table, conn.dialect, columns),
+            _bind_processors(table, conn.dialect, columns),
         )
         cache_key = (table.name, shape, "staged")
         statement = self._statements.get(cache_key)
@@ -810,6 +822,13 @@ class ProjectionStore:
 
 Shape = tuple[frozenset[str], ...]
 """The columns a row change adds to, puts, takes the least and the greatest of."""
+
+
+def _bind_processors(
+    table: sa.Table, dialect: sa.Dialect, columns: Sequence[str]
+) -> list[pgcopy.Processor]:
+    """How SQLAlchemy converts each of ``columns``' values for the driver (None: as is)."""
+    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
 
 
 def _stage_name(table: str) -> str:
