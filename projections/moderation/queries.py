@@ -449,3 +449,138 @@ def auto_hide_review(
     approved = by_outcome.get("approved", 0)
     rejected = by_outcome.get("rejected", 0)
     return AutoHideReview(approved + rejected, approved, rejected)
+
+
+# -- for the moderation service ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ItemState:
+    """What a decision needs to know about one queue item."""
+
+    target_kind: str
+    target: str
+    target_author: str
+    status: str
+    round: int
+    score: int
+    open_reports: int
+    hidden: bool
+
+
+def queue_item(
+    conn: Connection,
+    community: str,
+    target_kind: str,
+    target: str,
+    *,
+    tables: ModerationTables = STABLE,
+) -> ItemState | None:
+    """The queue item of one reported target, whatever its status; None if nobody reported it."""
+    q = tables.queue
+    row = conn.execute(
+        sa.select(
+            q.c.target_kind,
+            q.c.target,
+            q.c.target_author,
+            q.c.status,
+            q.c["round"],
+            q.c.score,
+            q.c.open_reports,
+            q.c.hidden,
+        ).where(q.c.community == community, q.c.target_kind == target_kind, q.c.target == target)
+    ).first()
+    if row is None:
+        return None
+    return ItemState(
+        row.target_kind,
+        row.target,
+        row.target_author,
+        row.status,
+        int(row.round),
+        int(row.score),
+        int(row.open_reports),
+        bool(row.hidden),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HideCandidate:
+    """An item the auto-hide rule marked whose ``content.hidden`` is not folded yet."""
+
+    community: str
+    target_kind: str
+    target: str
+    target_author: str
+    round: int
+    crossed_seq: int
+    """Stream sequence of the report whose weight crossed ``auto_hide_score``."""
+    crossed_at: datetime
+    """That report's event time."""
+    score: int
+    """The item's score when it crossed, milli-points."""
+
+
+def hide_candidates(
+    conn: Connection,
+    *,
+    crossed_since: datetime | None = None,
+    limit: int = 500,
+    tables: ModerationTables = STABLE,
+) -> list[HideCandidate]:
+    """Items marked for hiding in their current round that nothing has hidden since, oldest first.
+
+    A candidate is a pending post or reply whose current round crossed the auto-hide threshold
+    (``auto_hide_round = round``), that is not hidden, and for which the log holds no hide after
+    the crossing (so a hide then a restore by anyone after the crossing is respected).
+    ``crossed_since`` leaves out crossings whose event time is older.
+    """
+    q, log = tables.queue, tables.log
+    hidden_since = (
+        sa.select(log.c.seq)
+        .where(
+            log.c.community == q.c.community,
+            log.c.target_kind == q.c.target_kind,
+            log.c.target == q.c.target,
+            log.c.kind == "hide",
+            log.c.seq > q.c.auto_hide_due_at_seq,
+        )
+        .exists()
+    )
+    stmt = (
+        sa.select(
+            q.c.community,
+            q.c.target_kind,
+            q.c.target,
+            q.c.target_author,
+            q.c["round"],
+            q.c.auto_hide_due_at_seq,
+            q.c.auto_hide_due_at,
+            q.c.auto_hide_score,
+        )
+        .where(
+            q.c.status == "pending",
+            q.c.target_kind != "member",
+            q.c.auto_hide_round == q.c["round"],
+            q.c.auto_hide_due_at_seq.is_not(None),
+            q.c.hidden.is_(False),
+            ~hidden_since,
+        )
+        .order_by(q.c.auto_hide_due_at_seq)
+        .limit(limit)
+    )
+    if crossed_since is not None:
+        stmt = stmt.where(q.c.auto_hide_due_at >= _as_utc(crossed_since))
+    return [
+        HideCandidate(
+            r.community,
+            r.target_kind,
+            r.target,
+            r.target_author,
+            int(r.round),
+            int(r.auto_hide_due_at_seq),
+            _utc(r.auto_hide_due_at),
+            int(r.auto_hide_score),
+        )
+        for r in conn.execute(stmt)
+    ]

@@ -1,0 +1,180 @@
+"""The moderation service's edge: its read side over the moderation projection, and its runner.
+
+``services.moderation`` may not import ``projections``; this module implements its read-side
+protocols (:class:`services.moderation.readside.QueueLookup`, ``HideCandidates``) over the
+moderation projection's stable views (``projections.moderation.queries``) and the engine's
+checkpoints (``projections.status``), builds the FastStream broker from the settings and runs
+the service: ``agora serve moderation`` calls :func:`run_moderation`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import sqlalchemy as sa
+from faststream.nats import NatsBroker
+from faststream.nats.security import (
+    NatsCredentials,
+    NatsSecurity,
+    NatsToken,
+    NatsUserPassword,
+)
+
+from agora.config import Settings
+from agora.errors import ConfigError
+from agora.stack import CONNECT_TIMEOUT, Stack, server_urls
+from projections.database import create_engine, reader
+from projections.moderation import ModerationQueue
+from projections.moderation import queries as q
+from projections.status import active_checkpoints
+from services.errors import InvalidSetting
+from services.moderation.app import Running, ServiceOptions, serve
+from services.moderation.auth import ModeratorTokens
+from services.moderation.readside import HideCandidate, QueueItem
+
+PROJECTION = ModerationQueue.name
+"""The projection whose active generation the service reads."""
+
+
+class SqlQueueLookup:
+    """:class:`~services.moderation.readside.QueueLookup` over the stable ``moderation_queue``."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = reader(engine)
+
+    def _item(self, community: str, target_kind: str, target: str) -> QueueItem | None:
+        with self.engine.connect() as conn:
+            found = q.queue_item(conn, community, target_kind, target)
+        if found is None:
+            return None
+        return QueueItem(
+            found.target_kind, found.target, found.target_author, found.status, found.round
+        )
+
+    async def item(self, community: str, target_kind: str, target: str) -> QueueItem | None:
+        """The queue item of ``target``, read in a thread; None if it is not in the queue."""
+        return await asyncio.to_thread(self._item, community, target_kind, target)
+
+
+class SqlHideCandidates:
+    """:class:`~services.moderation.readside.HideCandidates` over the active generation.
+
+    ``tables`` defaults to the stable views (what the service must read); tests pass another
+    generation's tables only to show what the service does *not* read.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        tables: q.ModerationTables = q.STABLE,
+        projection: str = PROJECTION,
+    ) -> None:
+        self.engine = reader(engine)
+        self.tables = tables
+        self.projection = projection
+
+    def _applied(self) -> int | None:
+        points = active_checkpoints(self.engine, self.projection)
+        return min(points) if points else None
+
+    async def applied_seq(self) -> int | None:
+        """The lowest checkpoint of the active generation's partitions; None if none is active."""
+        return await asyncio.to_thread(self._applied)
+
+    def _pending(self, crossed_since: datetime | None, limit: int) -> list[HideCandidate]:
+        with self.engine.connect() as conn:
+            found = q.hide_candidates(
+                conn, crossed_since=crossed_since, limit=limit, tables=self.tables
+            )
+        return [
+            HideCandidate(
+                c.community,
+                c.target_kind,
+                c.target,
+                c.target_author,
+                c.round,
+                c.crossed_seq,
+                c.crossed_at,
+                c.score,
+            )
+            for c in found
+        ]
+
+    async def pending(self, crossed_since: datetime | None, limit: int) -> list[HideCandidate]:
+        """Marked items with no hide folded since their crossing, oldest crossing first."""
+        return await asyncio.to_thread(self._pending, crossed_since, limit)
+
+
+def moderator_tokens(settings: Settings) -> ModeratorTokens:
+    """The moderators configured in ``AGORA_MODERATOR_TOKENS``; ConfigError if malformed."""
+    try:
+        return ModeratorTokens.parse(settings.moderator_tokens)
+    except InvalidSetting as error:
+        raise ConfigError(f"AGORA_MODERATOR_TOKENS: {error}") from None
+
+
+def broker_for(settings: Settings, url: str, name: str) -> NatsBroker:
+    """A FastStream NATS broker connecting like the rest of Agora (same credentials)."""
+    security: NatsSecurity | None = None
+    if settings.nats_creds is not None:
+        security = NatsCredentials(str(settings.nats_creds))
+    elif settings.nats_token:
+        security = NatsToken(settings.nats_token)
+    elif settings.nats_user:
+        security = NatsUserPassword(settings.nats_user, settings.nats_password or "")
+    return NatsBroker(
+        server_urls(url),
+        name=name,
+        security=security,
+        connect_timeout=int(CONNECT_TIMEOUT),
+        reconnect_time_wait=1,
+        max_reconnect_attempts=-1,
+    )
+
+
+def service_options(settings: Settings, *, reactor: bool = True) -> ServiceOptions:
+    """The service's tunables from the settings."""
+    return ServiceOptions(
+        publish_timeout=settings.publish_timeout,
+        publish_deadline=settings.publish_deadline,
+        publish_max_in_flight=settings.publish_max_in_flight,
+        reactor=reactor,
+    )
+
+
+async def run_moderation(
+    settings: Settings,
+    stop: asyncio.Event,
+    host: str,
+    port: int,
+    *,
+    reactor: bool = True,
+    on_started: Callable[[Running], None] | None = None,
+) -> None:
+    """Run the moderation service (HTTP on ``host:port``, request-reply, reactor) until ``stop``.
+
+    NATS is the configured one (the embedded server is started, or attached to, as by every
+    command); the stream must exist (the service never creates it). Reads the moderation
+    projection's tables in the configured database: run ``agora worker moderation`` beside it.
+    """
+    tokens = moderator_tokens(settings)
+    engine = create_engine(settings.effective_database_url)
+    try:
+        async with Stack(settings, name="agora-moderation") as stack:
+            broker = broker_for(settings, stack.nats_url, "agora-moderation")
+            await serve(
+                broker,
+                SqlQueueLookup(engine),
+                SqlHideCandidates(engine),
+                tokens,
+                stop,
+                host=host,
+                port=port,
+                options=service_options(settings, reactor=reactor),
+                on_started=on_started,
+            )
+    finally:
+        engine.dispose()
