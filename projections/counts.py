@@ -26,10 +26,16 @@ class EventCounts(Projection):
         table = sa.Table(
             table_name("event_counts"),
             metadata,
-            sa.Column("community", sa.String(64), primary_key=True),
-            sa.Column("type", sa.String(64), primary_key=True),
+            sa.Column("community", sa.String(64), primary_key=True, comment="community id"),
+            sa.Column("type", sa.String(64), primary_key=True, comment="event type (post.created)"),
             sa.Column("day", sa.Date, primary_key=True, comment="UTC day of occurred_at"),
-            sa.Column("events", sa.BigInteger, nullable=False, default=0),
+            sa.Column(
+                "events",
+                sa.BigInteger,
+                nullable=False,
+                default=0,
+                comment="events that day (count)",
+            ),
             sa.Column("first_seq", sa.BigInteger, comment="first stream sequence counted"),
             sa.Column("last_seq", sa.BigInteger, comment="last stream sequence counted"),
         )
