@@ -300,8 +300,22 @@ def schema(
             file_okay=False,
         ),
     ] = None,
+    asyncapi: Annotated[
+        bool,
+        typer.Option(
+            "--asyncapi",
+            help="Print the AsyncAPI 3.0 document of every subject instead (docs/asyncapi.json).",
+        ),
+    ] = False,
 ) -> None:
     """Export the event contract as JSON Schema (the union on stdout without --out)."""
+    if asyncapi:
+        if out_dir is not None:
+            raise typer.BadParameter("--asyncapi prints to stdout; it takes no --out")
+        from agora.asyncapi import render_asyncapi  # imports the ingest service
+
+        sys.stdout.write(render_asyncapi())
+        return
     if out_dir is None:
         sys.stdout.write(_schema_text(union_schema()))
         return
@@ -935,6 +949,54 @@ def worker(
 
     _run_stoppable(run())
     out.print("worker stopped")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(metavar="SERVICE", help="The service to run, e.g. ingest.")
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address the HTTP server listens on.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="HTTP port (0: any free port).")
+    ] = 8001,
+    rate: Annotated[
+        float, typer.Option("--rate", min=0.1, help="simulator: events/s (daily average).")
+    ] = 50.0,
+    seed: Annotated[int, typer.Option("--seed", help="simulator: seed of its traffic.")] = 1,
+    communities: Annotated[
+        int, typer.Option("--communities", min=1, help="simulator: communities to animate.")
+    ] = 5,
+) -> None:
+    """Run a service until Ctrl-C or SIGTERM (exit 0): ingest, moderation or simulator.
+
+    Requests in progress are finished before it exits; a second signal stops it at once
+    (exit 1). See docs/ingest.md and docs/services.md.
+    """
+    # fastapi, uvicorn: imported only when serving
+    from agora.serve import ServeOptions, run_service, service_names
+
+    settings = _settings(ctx)
+    if name not in service_names():
+        _fail(f"error: no service {name!r} (known: {', '.join(service_names())})", EXIT_USAGE)
+    options = ServeOptions(host=host, port=port, rate=rate, seed=seed, communities=communities)
+
+    def ready(url: str | None) -> None:
+        where = f" on {url}" if url else ""
+        out.print(f"{name}: serving{where} (Ctrl-C to stop)", soft_wrap=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        with _stop_on_signals(stop):
+            await run_service(
+                name, settings, stop, host=host, port=port, on_ready=ready, serve_options=options
+            )
+
+    _run_stoppable(run())
+    out.print(f"{name} stopped")
 
 
 def _status_document(

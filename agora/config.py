@@ -19,8 +19,8 @@ from msgspec import Meta
 from agora.errors import ConfigError
 
 PREFIX = "AGORA_"
-_SECRET_FIELDS = frozenset({"nats_password", "nats_token"})
-_URL_FIELDS = frozenset({"nats_url", "database_url"})
+_SECRET_FIELDS = frozenset({"nats_password", "nats_token", "moderator_tokens"})
+_URL_FIELDS = frozenset({"nats_url", "database_url", "read_database_url"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str | None,
         Meta(description="SQLAlchemy URL (postgresql+psycopg://...); unset = SQLite in data_dir."),
     ] = None
+    read_database_url: Annotated[
+        str | None,
+        Meta(description="Dashboard's read-only SQLAlchemy URL; unset = database_url, read-only."),
+    ] = None
     stream_replicas: Annotated[int, Meta(ge=1, le=5, description="Replicas of AGORA.")] = 1
     stream_duplicate_window: Annotated[
         float, Meta(gt=0, description="Server-side dedupe window in seconds.")
@@ -64,6 +68,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     publish_max_in_flight: Annotated[
         int, Meta(ge=1, le=65536, description="Unacknowledged publishes in flight.")
     ] = 4096
+    ingest_tokens: Annotated[
+        str | None,
+        Meta(
+            description=(
+                "Ingest producer grants (token SHA-256, communities, types): a JSON array "
+                "inline, or the path of a file holding it; unset = ingest refuses to start."
+            )
+        ),
+    ] = None
+    ingest_max_body_bytes: Annotated[
+        int, Meta(ge=1024, le=64 * 1024 * 1024, description="Largest ingest request body, bytes.")
+    ] = 1024 * 1024
+    ingest_max_batch: Annotated[
+        int, Meta(ge=1, le=10_000, description="Most events in one ingest batch.")
+    ] = 500
+    moderator_tokens: Annotated[
+        str | None,
+        Meta(description="Moderators of the decisions API: member=token pairs, comma-separated."),
+    ] = None
     log_format: Annotated[
         Literal["auto", "json", "console"],
         Meta(description="auto = console on a terminal, JSON otherwise."),

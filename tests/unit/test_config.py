@@ -21,6 +21,10 @@ VALID: dict[str, tuple[str, Any]] = {
     "nats_creds": ("/etc/agora/agora.creds", Path("/etc/agora/agora.creds")),
     "nats_server_bin": ("/usr/local/bin/nats-server", Path("/usr/local/bin/nats-server")),
     "database_url": ("postgresql+psycopg://agora@db/agora", "postgresql+psycopg://agora@db/agora"),
+    "read_database_url": (
+        "postgresql+psycopg://agora_read@db/agora",
+        "postgresql+psycopg://agora_read@db/agora",
+    ),
     "stream_replicas": ("3", 3),
     "stream_duplicate_window": ("300", 300.0),
     "stream_max_age": ("86400.5", 86400.5),
@@ -28,6 +32,10 @@ VALID: dict[str, tuple[str, Any]] = {
     "publish_timeout": ("2.5", 2.5),
     "publish_deadline": ("20", 20.0),
     "publish_max_in_flight": ("512", 512),
+    "ingest_tokens": ("/etc/agora/ingest-tokens.json", "/etc/agora/ingest-tokens.json"),
+    "ingest_max_body_bytes": ("65536", 65536),
+    "ingest_max_batch": ("100", 100),
+    "moderator_tokens": ("mod1=s3cret-token", "mod1=s3cret-token"),
     "log_format": ("json", "json"),
     "log_level": ("debug", "debug"),
 }
@@ -40,6 +48,8 @@ MALFORMED: dict[str, str] = {
     "publish_timeout": "0",
     "publish_deadline": "soon",
     "publish_max_in_flight": "0",
+    "ingest_max_body_bytes": "1",
+    "ingest_max_batch": "0",
     "log_format": "xml",
     "log_level": "DEBUGGING",
 }
