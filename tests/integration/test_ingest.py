@@ -378,3 +378,37 @@ async def test_serve_refuses_to_start_without_tokens(
     _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 2, err
     assert b"configuration error: AGORA_INGEST_TOKENS is not set" in err
+
+
+async def test_both_doors_reach_the_projections(
+    ingest: Ingest, js: JetStreamContext, nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """An event posted over HTTP and one published raw to NATS are both counted by a projection."""
+    over_http = post_created(community="c43")
+    response = await post(ingest.url, over_http)
+    assert response.json()["results"][0]["status"] == "stored"
+    raw = post_created(community="c43", post="p2", occurred_at="2026-03-01T13:00:00Z")
+    client = await nats.connect(nats_server.url)
+    try:
+        await client.jetstream().publish(
+            "agora.c43.post.created", json.dumps(raw).encode(), headers={"Nats-Msg-Id": raw["id"]}
+        )
+    finally:
+        await client.close()
+
+    from projections.counts import EventCounts
+    from projections.database import create_engine
+    from projections.runner import Worker, WorkerSettings
+    from projections.store import ProjectionStore
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'counts.db'}")
+    store = ProjectionStore(engine, EventCounts())
+    store.ensure(1)
+    worker = Worker(js, store, generation=1, settings=WorkerSettings(stall_timeout=2.0))
+    await asyncio.wait_for(worker.run(until_seq=await last_seq(js)), timeout=30)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT community, type, day, events FROM event_counts__g1"
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("c43", "post.created", "2026-03-01", 2)]
