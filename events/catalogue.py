@@ -9,7 +9,7 @@ with an upcaster in :mod:`events.codec`.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Annotated, ClassVar
 
 import msgspec
@@ -72,7 +72,8 @@ class Event(
 
     def __post_init__(self) -> None:
         """Check the rules a field type cannot express; msgspec reports them as ValidationErrors."""
-        if self.occurred_at.utcoffset() != _ZERO:
+        tz = self.occurred_at.tzinfo
+        if tz is not UTC and (tz is None or self.occurred_at.utcoffset() != _ZERO):
             raise InvalidEvent("occurred_at", "must be in UTC (offset Z or +00:00)")
 
 
