@@ -124,43 +124,87 @@ def responsiveness(
 ) -> list[Responsiveness]:
     """Per UTC day of post creation from ``start`` to ``end``; days without posts are left out.
 
-    Shares are of all the day's posts (unanswered ones count as not answered in time).
+    Shares are of all the day's posts (unanswered ones count as not answered in time). The
+    database computes everything, nearest-rank percentiles included (row numbers over each day's
+    sorted times), so the answer is a row per day however many posts there are.
     """
     p = t.posts
     since = datetime(start.year, start.month, start.day, tzinfo=UTC)
     until = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
-    rows = conn.execute(
-        sa.select(p.c.created_at, p.c.first_reply_secs, p.c.accepted_secs).where(
+    day: sa.ColumnElement[date]
+    if conn.dialect.name == "postgresql":
+        day = sa.cast(sa.func.timezone("UTC", p.c.created_at), sa.Date)
+    else:  # SQLite keeps the UTC wall time as text: its date() is the UTC day
+        day = sa.func.date(p.c.created_at, type_=sa.Date)
+    base = (
+        sa.select(
+            day.label("day"),
+            p.c.first_reply_secs.label("first"),
+            p.c.accepted_secs.label("accept"),
+        )
+        .where(
             p.c.community == community,
             p.c.created_at >= since,
             p.c.created_at < until,
             p.c.deleted_at.is_(None),
         )
-    ).all()
-    by_day: dict[date, list[tuple[float | None, float | None]]] = {}
-    for created, first, accepted in rows:
-        by_day.setdefault(_utc(created).date(), []).append((first, accepted))
-    out: list[Responsiveness] = []
-    for day in sorted(by_day):
-        items = by_day[day]
-        n = len(items)
-        firsts = sorted(f for f, _ in items if f is not None)
-        accepts = sorted(a for _, a in items if a is not None)
-        out.append(
-            Responsiveness(
-                day=day,
-                posts=n,
-                answered=len(firsts),
-                median_first_reply_secs=percentile(firsts, 50),
-                p90_first_reply_secs=percentile(firsts, 90),
-                within_1h=sum(f <= 3600 for f in firsts) / n,
-                within_24h=sum(f <= 86400 for f in firsts) / n,
-                accepted=len(accepts),
-                accepted_rate=len(accepts) / n,
-                median_accept_secs=percentile(accepts, 50),
+        .cte("base")
+    )
+
+    def nearest_rank(column: sa.ColumnElement[Any], pct: int, name: str) -> Any:
+        ranked = (
+            sa.select(
+                base.c.day,
+                column.label("v"),
+                sa.func.row_number().over(partition_by=base.c.day, order_by=column).label("rn"),
+                sa.func.count().over(partition_by=base.c.day).label("n"),
             )
+            .where(column.is_not(None))
+            .subquery()
         )
-    return out
+        # Rank ceil(pct * n / 100) in integers: the same as percentile() above.
+        return (
+            sa.select(ranked.c.v)
+            .where(ranked.c.day == base.c.day, ranked.c.rn == (ranked.c.n * pct + 99) // 100)
+            .scalar_subquery()
+            .label(name)
+        )
+
+    first, accept = base.c.first, base.c.accept
+    rows = conn.execute(
+        sa.select(
+            base.c.day,
+            sa.func.count().label("posts"),
+            sa.func.count(first).label("answered"),
+            sa.func.count(sa.case((first <= 3600, 1))).label("h1"),
+            sa.func.count(sa.case((first <= 86400, 1))).label("h24"),
+            sa.func.count(accept).label("accepted"),
+            nearest_rank(first, 50, "median_first"),
+            nearest_rank(first, 90, "p90_first"),
+            nearest_rank(accept, 50, "median_accept"),
+        )
+        .group_by(base.c.day)
+        .order_by(base.c.day)
+    ).all()
+    return [
+        Responsiveness(
+            day=r.day,
+            posts=r.posts,
+            answered=r.answered,
+            median_first_reply_secs=_float(r.median_first),
+            p90_first_reply_secs=_float(r.p90_first),
+            within_1h=r.h1 / r.posts,
+            within_24h=r.h24 / r.posts,
+            accepted=r.accepted,
+            accepted_rate=r.accepted / r.posts,
+            median_accept_secs=_float(r.median_accept),
+        )
+        for r in rows
+    ]
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True, slots=True)

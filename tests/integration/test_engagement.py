@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import date
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from support.engine import DB_KINDS, database_url
-from unit.test_engagement_oracle import Run, assert_agrees, messages_of, oracle
+from unit.test_engagement_oracle import (
+    Run,
+    assert_agrees,
+    messages_of,
+    oracle,
+    plain_responsiveness,
+)
 
 from events import CODEC, STREAM, Event
 from events.publisher import Publisher
+from projections.engagement import queries
 from projections.runner import Worker
 from services.stackexchange import import_stackexchange, iter_events
 
@@ -66,6 +74,11 @@ async def test_imported_beer_dump_agrees_with_the_oracle(
         assert sum(1 for p in found.posts.values() if p["first_reply_at"] is not None) > 200
         assert sum(1 for p in found.posts.values() if p["accepted_at"] is not None) > 100
         assert max(row[-1] for row in found.daily.values()) > 100  # MAU
+        with run.engine.connect() as conn:
+            days = queries.responsiveness(
+                conn, "beer", date(2000, 1, 1), date(2100, 1, 1), t=run.tables
+            )
+        assert days == plain_responsiveness(expected, "beer") and len(days) > 40
     finally:
         run.close()
 

@@ -13,6 +13,7 @@ shared by the oracle and the projection cannot pass unnoticed.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from events import (
 )
 from projections.database import create_engine
 from projections.engagement import Engagement, EngagementTables
+from projections.engagement.queries import Responsiveness
 from projections.store import FoldPolicy, ProjectionStore, RawMessage
 
 SYSTEM = "system"
@@ -463,3 +465,35 @@ def test_projection_agrees_with_oracle_on_the_hand_checked_histories(tmp_path: P
         run.feed(messages_of(events), itertools.cycle(sizes))
         assert_agrees(run.read(), oracle(events))
         run.close()
+
+
+def plain_responsiveness(expected: Oracle, community: str) -> list[Responsiveness]:
+    """Responsiveness per UTC day of post creation, from the oracle's posts, by hand."""
+
+    def rank(values: list[float], pct: int) -> float | None:
+        ordered = sorted(values)
+        return ordered[max(1, math.ceil(pct * len(ordered) / 100)) - 1] if ordered else None
+
+    by_day: dict[date, list[dict[str, Any]]] = {}
+    for (c, _), row in expected.posts.items():
+        if c == community and row["created_at"] is not None and row["deleted_at"] is None:
+            by_day.setdefault(utc(row["created_at"]).date(), []).append(row)
+    out = []
+    for day, rows in sorted(by_day.items()):
+        firsts = [r["first_reply_secs"] for r in rows if r["first_reply_secs"] is not None]
+        accepts = [r["accepted_secs"] for r in rows if r["accepted_secs"] is not None]
+        out.append(
+            Responsiveness(
+                day=day,
+                posts=len(rows),
+                answered=len(firsts),
+                median_first_reply_secs=rank(firsts, 50),
+                p90_first_reply_secs=rank(firsts, 90),
+                within_1h=sum(f <= 3600 for f in firsts) / len(rows),
+                within_24h=sum(f <= 86400 for f in firsts) / len(rows),
+                accepted=len(accepts),
+                accepted_rate=len(accepts) / len(rows),
+                median_accept_secs=rank(accepts, 50),
+            )
+        )
+    return out

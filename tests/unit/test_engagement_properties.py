@@ -35,7 +35,14 @@ from events import (
     ReplyCreated,
     ReplyDeleted,
 )
-from unit.test_engagement_oracle import T0, Run, assert_agrees, messages_of, oracle
+from unit.test_engagement_oracle import (
+    T0,
+    Run,
+    assert_agrees,
+    messages_of,
+    oracle,
+    plain_responsiveness,
+)
 
 POOLS = {
     "communities": ["c1", "c2"],
@@ -122,5 +129,28 @@ def test_events_published_again_change_nothing(
             run.feed(messages_of(repeated, start=len(events) + 1), itertools.cycle(sizes))
             assert run.read() == before
             assert_agrees(before, oracle(events + repeated))
+        finally:
+            run.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=histories(), sizes=_sizes())
+def test_responsiveness_query_equals_a_plain_fold(events: list[Event], sizes: list[int]) -> None:
+    """The SQL percentiles and shares per day equal the oracle's, computed by hand."""
+    from datetime import date
+
+    from projections.engagement import queries
+
+    expected = oracle(events)
+    with tempfile.TemporaryDirectory() as directory:
+        run = Run(f"sqlite:///{Path(directory) / 'run'}.db")
+        try:
+            run.feed(messages_of(events), itertools.cycle(sizes))
+            with run.engine.connect() as conn:
+                for community in POOLS["communities"]:
+                    found = queries.responsiveness(
+                        conn, community, date(2000, 1, 1), date(2100, 1, 1), t=run.tables
+                    )
+                    assert found == plain_responsiveness(expected, community)
         finally:
             run.close()

@@ -240,3 +240,22 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_dates_are_utc_days() -> None:
     assert datetime(2026, 3, 2, 23, 59, tzinfo=UTC).date() == date(2026, 3, 2)
+
+
+def test_responsiveness_percentiles_are_nearest_rank(tmp_path: Path) -> None:
+    """Four answered posts (1 to 4 h): the median is the 2nd value, p90 the 4th, not between."""
+    events: list[Event] = []
+    for i in range(4):
+        at = T0 + i * timedelta(minutes=1)
+        events.append(post(100 + i, "a", at, f"q{i}"))
+        events.append(reply(200 + i, "b", at + (i + 1) * H, f"s{i}", f"q{i}", "a"))
+    run = Run(f"sqlite:///{tmp_path / 'ranks'}.db")
+    try:
+        run.feed(messages_of(events), itertools.repeat(3))
+        with run.engine.connect() as connection:
+            (day,) = queries.responsiveness(connection, "c", D0, D0, t=run.tables)
+    finally:
+        run.close()
+    assert (day.posts, day.answered) == (4, 4)
+    assert (day.median_first_reply_secs, day.p90_first_reply_secs) == (2 * 3600.0, 4 * 3600.0)
+    assert (day.within_1h, day.within_24h) == (0.25, 1.0)
