@@ -1,8 +1,8 @@
 """The contract of a projection: a name, a version, its tables and a pure fold.
 
 A projection never touches the database or the clock. The engine hands it a batch of decoded
-events with their stream sequences; it names the rows it needs to read (:meth:`Projection.reads`),
-and folds the batch into :class:`~projections.changes.Changes` (:meth:`Projection.fold`). The
+events with their stream sequences; it names the rows it needs to read (:meth:`Projection.reads`,
+then, from those rows, :meth:`Projection.reads_after`), and folds the batch into :class:`~projections.changes.Changes` (:meth:`Projection.fold`). The
 engine loads those rows, applies the changes and the checkpoint in one transaction.
 """
 
@@ -16,7 +16,7 @@ from typing import ClassVar
 import sqlalchemy as sa
 
 from events.catalogue import Event
-from projections.changes import Changes, Key
+from projections.changes import Changes, Key, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,18 @@ class Projection(ABC):
 
     def reads(self, batch: Sequence[Delivered]) -> Mapping[str, Iterable[Key]]:
         """The rows (by table and key) the fold will read for this batch. None by default."""
+        return {}
+
+    def reads_after(
+        self, batch: Sequence[Delivered], loaded: Mapping[str, Mapping[Key, Row | None]]
+    ) -> Mapping[str, Iterable[Key]]:
+        """More rows to read, named by rows of the first round; none by default.
+
+        ``loaded`` holds the rows :meth:`reads` asked for, as stored before this batch (None for
+        a key without a row). Use it for keys a row holds rather than an event: the author stored
+        on a post's row, the voters stored on a reply's row. Rows loaded already are not loaded
+        again; the fold can read both rounds' rows with ``Changes.get``.
+        """
         return {}
 
     @abstractmethod

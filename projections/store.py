@@ -657,7 +657,16 @@ class ProjectionStore:
         return older
 
     def _fold_and_write(self, conn: Connection, gen: Generation, batch: list[Delivered]) -> None:
-        changes = Changes(gen.specs, self._load(conn, gen, self.projection.reads(batch)))
+        loaded = self._load(conn, gen, self.projection.reads(batch))
+        more = self.projection.reads_after(batch, loaded)
+        if more:
+            missing = {
+                table: [k for k in keys if k not in loaded.get(table, {})]
+                for table, keys in more.items()
+            }
+            for table, rows in self._load(conn, gen, missing).items():
+                loaded.setdefault(table, {}).update(rows)
+        changes = Changes(gen.specs, loaded)
         self.projection.fold(batch, changes)
         self._write(conn, gen, changes)
 
