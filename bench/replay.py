@@ -2,6 +2,7 @@
 
     python -m bench.replay [--events 1000000] [--naive-events 20000] [--db sqlite,postgres]
                            [--projections event_counts,reputation,moderation,engagement]
+                           [--partitions N]
 
 (a) raw nats-py ordered push consumer + decode of the same stream: the ceiling of reading;
 (b) a naive FastStream subscriber committing one transaction per event: what most first
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +169,13 @@ async def naive(url: str, db: str, count: int) -> dict[str, float]:
     return {"events": seen, "seconds": elapsed, "rate": seen / elapsed}
 
 
-async def engine_phase(url: str, db: str, count: int, projection: str) -> dict[str, object]:
-    """The engine: a Worker running ``projection`` from the start of the stream to ``count``."""
+async def engine_phase(
+    url: str, db: str, count: int, projection: str, partition: int = 0, partitions: int = 1
+) -> dict[str, object]:
+    """The engine: a Worker running ``projection`` from the start of the stream to ``count``.
+
+    With ``partitions`` > 1 this process runs one partition (the tables exist already).
+    """
     import structlog
 
     from agora.registry import get_projection
@@ -180,7 +187,8 @@ async def engine_phase(url: str, db: str, count: int, projection: str) -> dict[s
     nc = await _connect(url)
     js = nc.jetstream()
     store = ProjectionStore(create_engine(db), get_projection(projection))
-    store.ensure(1)
+    if partitions == 1:
+        store.ensure(1)
     samples: list[tuple[int, float]] = []
     marks = iter([count // 4, count // 2, 3 * count // 4])
     next_mark = next(marks)
@@ -191,8 +199,10 @@ async def engine_phase(url: str, db: str, count: int, projection: str) -> dict[s
             samples.append((progress.applied_seq, round(rss_mb(), 1)))
             next_mark = next(marks, 0)
 
-    worker = Worker(js, store, generation=1, on_batch=on_batch)
-    started = time.monotonic()
+    worker = Worker(
+        js, store, generation=1, partition=partition, partitions=partitions, on_batch=on_batch
+    )
+    started, wall_started = time.monotonic(), time.time()
     await worker.run(until_seq=count)
     elapsed = time.monotonic() - started
     samples.append((worker.progress.applied_seq, round(rss_mb(), 1)))
@@ -204,6 +214,39 @@ async def engine_phase(url: str, db: str, count: int, projection: str) -> dict[s
         "batches": worker.progress.batches,
         "peak_rss_mb": peak_rss_mb(),
         "rss_samples": samples,
+        "wall": [wall_started, time.time()],
+    }
+
+
+def partitioned(url: str, db: str, count: int, projection: str, partitions: int) -> dict[str, Any]:
+    """The engine with ``partitions`` worker processes, one partition each, started together.
+
+    The rate is the stream's events over the span from the first start to the last finish.
+    """
+    from agora.registry import get_projection
+    from projections.database import create_engine
+    from projections.store import ProjectionStore
+
+    engine = create_engine(db)
+    ProjectionStore(engine, get_projection(projection)).ensure(1, partitions=partitions)
+    engine.dispose()
+    args = ["phase", "engine", "--nats", url, "--db", db, "--events", str(count)]
+    args += ["--projection", projection, "--partitions", str(partitions)]
+    with ThreadPoolExecutor(partitions) as pool:
+        parts = list(
+            pool.map(
+                lambda i: json.loads(run_phase("bench.replay", *args, "--partition", str(i))),
+                range(partitions),
+            )
+        )
+    span = max(p["wall"][1] for p in parts) - min(p["wall"][0] for p in parts)
+    return {
+        "events": count,
+        "seconds": span,
+        "rate": count / span,
+        "batches": sum(p["batches"] for p in parts),
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
+        "rss_samples": [p["rss_samples"][-1] for p in parts],
     }
 
 
@@ -214,6 +257,8 @@ def _phase(argv: list[str]) -> None:
     parser.add_argument("--db", default="")
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--projection", default="event_counts")
+    parser.add_argument("--partition", type=int, default=0)
+    parser.add_argument("--partitions", type=int, default=1)
     args = parser.parse_args(argv)
     if args.name == "fill":
         result: object = asyncio.run(fill(args.nats, args.events))
@@ -222,7 +267,11 @@ def _phase(argv: list[str]) -> None:
     elif args.name == "naive":
         result = asyncio.run(naive(args.nats, args.db, args.events))
     else:
-        result = asyncio.run(engine_phase(args.nats, args.db, args.events, args.projection))
+        result = asyncio.run(
+            engine_phase(
+                args.nats, args.db, args.events, args.projection, args.partition, args.partitions
+            )
+        )
     print(json.dumps(result))
 
 
@@ -237,6 +286,12 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite,postgres")
     parser.add_argument(
         "--projections", default="event_counts", help="comma-separated registered projections"
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="run each projection as this many partitions, one worker process each",
     )
     parser.add_argument("--postgres", default=DEFAULT_PG)
     parser.add_argument(
@@ -266,6 +321,11 @@ def main() -> None:
             ]
             for key, phase, n, extra in runs:
                 with _database(db, tmp, args.postgres) as db_url:
+                    if phase == "engine" and args.partitions > 1:
+                        results[f"{key}_{db}"] = partitioned(
+                            url, db_url, n, extra[1], args.partitions
+                        )
+                        continue
                     results[f"{key}_{db}"] = json.loads(
                         run_phase(
                             "bench.replay",
@@ -280,7 +340,7 @@ def main() -> None:
                             *extra,
                         )
                     )
-    _report(results, dbs, projections)
+    _report(results, dbs, projections, args.partitions)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
@@ -295,7 +355,9 @@ def _database(kind: str, tmp: str, postgres: str) -> Iterator[str]:
             yield url
 
 
-def _report(results: dict[str, Any], dbs: list[str], projections: list[str]) -> None:
+def _report(
+    results: dict[str, Any], dbs: list[str], projections: list[str], partitions: int = 1
+) -> None:
     raw = results["raw"]
     print(f"machine: {results['machine']}")
     print(f"when:    {results['when']}")
@@ -309,8 +371,9 @@ def _report(results: dict[str, Any], dbs: list[str], projections: list[str]) -> 
         print(f"[{db}] (b) naive FastStream, 1 tx/event: {naive_rate:,.0f} events/s")
         for projection in projections:
             eng = results[f"engine_{projection}_{db}"]
+            parts = f" x{partitions} partitions" if partitions > 1 else ""
             print(
-                f"[{db}] engine {projection}: {eng['rate']:,.0f} events/s "
+                f"[{db}] engine {projection}{parts}: {eng['rate']:,.0f} events/s "
                 f"in {eng['batches']} batches; "
                 f"{eng['rate'] / raw['rate']:.0%} of (a) [target >= 50%], "
                 f"{eng['rate'] / naive_rate:.0f}x (b) [target >= 50x]; "
