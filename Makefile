@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check lint types pytest bench schema docs clean
+.PHONY: install demo up browser test check lint types pytest bench schema docs clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (none found on PATH)"; exit 1; }
@@ -22,6 +22,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agora demo
 
+up: $(STAMP)
+	$(BIN)/agora up
+
+# The end-to-end test drives the dashboard in Debian's Chromium (never a downloaded browser).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver (for tests/e2e)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium chromium-driver \
+		|| { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+	else \
+		echo "tests/e2e needs Chromium and chromedriver: sudo apt-get install -y chromium chromium-driver"; \
+		exit 1; \
+	fi
+
 test: check pytest
 
 check: lint types
@@ -33,7 +49,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -43,4 +59,4 @@ schema: $(STAMP)
 	$(BIN)/agora schema --out schemas
 
 clean:
-	rm -rf $(VENV) .agora .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .agora .pytest_cache .ruff_cache .mypy_cache tests/e2e/artifacts

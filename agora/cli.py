@@ -19,17 +19,16 @@ import signal
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn, TypeVar
 
 import msgspec
 import structlog
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,7 +39,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from rich.text import Text
 from sqlalchemy.engine import Engine
 
 from agora.config import Settings, env_name, get_settings, sources
@@ -48,7 +46,6 @@ from agora.errors import AgoraError, ConfigError, StreamConfigMismatch
 from agora.importing import import_app
 from agora.logs import configure_logging
 from agora.registry import UnknownProjection, get_projection, known_names
-from agora.sample import DEFAULT_STEP, SampleTraffic
 from agora.stack import Stack, StreamStateView, StreamStatus
 from agora.workers import (
     STALE_AFTER,
@@ -76,6 +73,9 @@ from events.subjects import STREAM
 from projections.status import PartitionStatus, dead_letter, dead_letter_rows, read_status
 from projections.store import GenerationRow, NotCaughtUp, ProjectionStore
 from projections.supervisor import start_generation
+
+if TYPE_CHECKING:
+    from agora.demo import RunOptions, RunReport
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -505,242 +505,48 @@ def publish(
         raise typer.Exit(EXIT_FAILURE)
 
 
-# -- demo --------------------------------------------------------------------------------------
+# -- demo, up ----------------------------------------------------------------------------------
 
-#: Events per publish_many call while publishing the history.
-HISTORY_BATCH = 500
-#: Largest live batch (when the publisher falls behind the rate).
-LIVE_BATCH = 1000
-#: Seconds the demo lets a batch in flight finish after Ctrl-C before cancelling it.
-STOP_GRACE = 2.0
-#: Seconds between two refreshes of the stream's last sequence in the live line.
-STATUS_EVERY = 1.0
-#: Seconds between two live lines when stdout is not a terminal.
-PRINT_EVERY = 10.0
-
-
-@dataclass
-class _Tally:
-    counts: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-    last_seq: int = 0
-
-    def add(self, results: Iterable[PublishResult]) -> None:
-        for result in results:
-            self.counts[result.status.value] += 1
-            if result.seq is not None:
-                self.last_seq = max(self.last_seq, result.seq)
-            if result.status is PublishStatus.FAILED:
-                self.reasons[result.error or "not stored"] += 1
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def summary(self) -> str:
-        c = self.counts
-        return (
-            f"published {self.total} events (stored {c['stored']}, "
-            f"duplicate {c['duplicate']}, failed {c['failed']})"
-        )
+HostOption = Annotated[
+    str, typer.Option("--host", help="Address the dashboard and the services listen on.")
+]
+PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="Dashboard port.")]
+ModerationPortOption = Annotated[
+    int,
+    typer.Option("--moderation-port", min=0, max=65535, help="Moderation service port (0: any)."),
+]
+IngestPortOption = Annotated[
+    int,
+    typer.Option(
+        "--ingest-port",
+        min=0,
+        max=65535,
+        help="Ingest service port (0: any); it runs when AGORA_INGEST_TOKENS is set.",
+    ),
+]
 
 
-@dataclass
-class _DemoOptions:
-    duration: float | None
-    rate: float
-    seed: int
-    history: int
-    communities: int
-    members: int
+def _run_stack_command(settings: Settings, options: RunOptions, quiet_logs: bool) -> None:
+    """Run ``agora demo``/``agora up`` until stopped; exit 1 if a component failed."""
+    from agora.demo import run_stack, summary_lines  # the web stack: imported only here
 
+    if quiet_logs and sources()["log_level"] == "default":
+        configure_logging(settings.log_format, "warning")  # the progress display says enough
 
-async def _demo(settings: Settings, options: _DemoOptions) -> _Tally:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    force = asyncio.Event()
-
-    def on_signal() -> None:
-        (force if stop.is_set() else stop).set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    tally = _Tally()
-    try:
-        async with Stack(settings, name="agora-demo") as stack:
-            _demo_banner(stack, settings)
-            created = (await stack.ensure_stream()).created
-            state = "created" if created else "exists, configuration matches"
-            out.print(f"stream {STREAM} {state}")
-            work = asyncio.create_task(_demo_traffic(stack, options, tally, stop))
-            await _until_done_or_stopped(work, stop, force)
-            status = None
-            if stack.nc.is_connected:
-                with contextlib.suppress(AgoraError, TimeoutError):
-                    status = await asyncio.wait_for(stack.stream_status(), STATUS_EVERY * 3)
-            where = (
-                f"stream last seq {status.state.last_seq}"
-                if status
-                else "stream info unavailable (NATS unreachable)"
+    async def run() -> RunReport:
+        stop = asyncio.Event()
+        with _stop_on_signals(stop):
+            return await run_stack(
+                settings, options, stop, out, live_display=out.is_terminal and quiet_logs
             )
-            out.print(f"{tally.summary()}; {where}", soft_wrap=True)
-            for reason, n in tally.reasons.most_common(5):
-                typer.echo(f"  failed x{n}: {reason}", err=True)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return tally
 
-
-def _demo_banner(stack: Stack, settings: Settings) -> None:
-    data_dir = settings.data_dir.resolve()
-    if stack.server is not None:
-        out.print(
-            f"NATS: {stack.nats_url} (embedded nats-server, store {data_dir / 'nats'})",
-            soft_wrap=True,
-        )
-    else:
-        out.print(f"NATS: {settings.masked()['nats_url']} (external)")
-    out.print(f"data dir: {data_dir}", soft_wrap=True)
-    out.print(f"try: nats --server {stack.display_url} stream info {STREAM}", soft_wrap=True)
-
-
-async def _until_done_or_stopped(
-    work: asyncio.Task[None], stop: asyncio.Event, force: asyncio.Event
-) -> None:
-    """Wait for ``work``; after a stop request give it a grace period, then cancel it."""
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            forced = asyncio.create_task(force.wait())
-            await asyncio.wait({work, forced}, timeout=STOP_GRACE)
-            forced.cancel()
-            if not work.done():
-                work.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work
-    finally:
-        stopped.cancel()
-        if not work.done():
-            work.cancel()
-
-
-async def _demo_traffic(
-    stack: Stack, options: _DemoOptions, tally: _Tally, stop: asyncio.Event
-) -> None:
-    publisher = stack.publisher()
-    start = datetime.now(UTC) - DEFAULT_STEP * options.history
-    traffic = SampleTraffic(options.seed, options.communities, options.members, start)
-    await _demo_history(publisher, traffic, options.history, tally, stop)
-    if not stop.is_set():
-        await _demo_live(stack, publisher, traffic, options, tally, stop)
-
-
-async def _demo_history(
-    publisher: Publisher, traffic: SampleTraffic, count: int, tally: _Tally, stop: asyncio.Event
-) -> None:
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8.0f} events/s"),
-        TextColumn("stored {task.fields[stored]} · duplicate {task.fields[duplicate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    started = time.monotonic()
-    with Progress(*columns, console=out, disable=not out.is_terminal) as progress:
-        task = progress.add_task("sample history", total=count, rate=0.0, stored=0, duplicate=0)
-        done = 0
-        while done < count and not stop.is_set():
-            events = [traffic.next_event() for _ in range(min(HISTORY_BATCH, count - done))]
-            tally.add(await _publish_all(publisher, events))
-            done += len(events)
-            progress.update(
-                task,
-                advance=len(events),
-                rate=done / max(time.monotonic() - started, 1e-6),
-                stored=tally.counts["stored"],
-                duplicate=tally.counts["duplicate"],
-            )
-            log.debug("published sample batch", events=len(events), done=done)
-    seconds = time.monotonic() - started
-    out.print(
-        f"sample history: {done} events in {seconds:.1f} s "
-        f"({done / max(seconds, 1e-6):.0f} events/s)",
-        soft_wrap=True,
-    )
-    log.info("sample history published", events=done, **dict(tally.counts))
-
-
-async def _demo_live(
-    stack: Stack,
-    publisher: Publisher,
-    traffic: SampleTraffic,
-    options: _DemoOptions,
-    tally: _Tally,
-    stop: asyncio.Event,
-) -> None:
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    sent = 0
-    recent: deque[tuple[float, int]] = deque()
-    last_seq = tally.last_seq
-    next_status = started
-
-    def line() -> Text:
-        now = loop.time()
-        while recent and recent[0][0] < now - 5:
-            recent.popleft()
-        span = min(5.0, max(now - started, 1e-6))
-        rate = sum(n for _, n in recent) / span
-        left = ""
-        if options.duration is not None:
-            left = f" · {max(0.0, options.duration - (now - started)):.0f} s left"
-        return Text(
-            f"live: {rate:6.1f} events/s · sent {sent} · stream last seq {last_seq}{left}"
-            " · Ctrl-C to stop"
-        )
-
-    interactive = out.is_terminal
-    next_print = started + PRINT_EVERY
-    with contextlib.ExitStack() as stack_:
-        live = stack_.enter_context(Live(line(), console=out)) if interactive else None
-        while not stop.is_set():
-            now = loop.time()
-            elapsed = now - started
-            if options.duration is not None and elapsed >= options.duration:
-                break
-            due = min(int(options.rate * elapsed) + 1 - sent, LIVE_BATCH)
-            if due > 0:
-                at = datetime.now(UTC)
-                events = [traffic.next_event(at) for _ in range(due)]
-                tally.add(await _publish_all(publisher, events))
-                sent += due
-                recent.append((loop.time(), due))
-            if loop.time() >= next_status:
-                next_status = loop.time() + STATUS_EVERY
-                with contextlib.suppress(AgoraError):
-                    last_seq = (await stack.stream_status()).state.last_seq
-                log.debug("live sample traffic", sent=sent, last_seq=last_seq)
-            if live is not None:
-                live.update(line())
-            elif loop.time() >= next_print:  # no terminal: a plain line now and then
-                next_print = loop.time() + PRINT_EVERY
-                out.print(line(), soft_wrap=True)
-            wake = started + sent / options.rate
-            if options.duration is not None:
-                wake = min(wake, started + options.duration)
-            timeout = min(max(wake - loop.time(), 0.0), 0.25)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout)
-        if live is not None:
-            live.update(line())
-        else:
-            out.print(line(), soft_wrap=True)
-    log.info("live sample traffic stopped", sent=sent)
+    report = _run_stoppable(run())
+    for line in summary_lines(report):
+        out.print(line, soft_wrap=True)
+    for error in report.errors:
+        typer.echo(f"error: {error}", err=True)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @app.command()
@@ -749,25 +555,93 @@ def demo(
     duration: Annotated[
         float | None,
         typer.Option(
-            "--duration", min=0, help="Seconds of live traffic after the history (default: Ctrl-C)."
+            "--duration",
+            min=0,
+            help="Seconds of live traffic once the projections caught up (default: Ctrl-C).",
         ),
     ] = None,
-    rate: Annotated[float, typer.Option("--rate", min=0.1, help="Live events per second.")] = 20.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample traffic.")] = 1,
-    history: Annotated[
-        int, typer.Option("--history", min=0, help="Sample events published first.")
-    ] = 5000,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            metavar="DIR",
+            help="Stack Exchange dump imported as history (default: AGORA_DEMO_DATA, else "
+            "../shared/data/stackexchange-beer beside the repository if present).",
+        ),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option("--rate", min=0.1, help="Simulator: events/s (daily average).")
+    ] = 20.0,
+    seed: Annotated[int, typer.Option("--seed", help="Simulator: seed of its traffic.")] = 1,
     communities: Annotated[
-        int, typer.Option("--communities", min=1, help="Communities in the sample.")
+        int, typer.Option("--communities", min=1, help="Simulator: communities to animate.")
     ] = 5,
-    members: Annotated[int, typer.Option("--members", min=2, help="Members in the sample.")] = 200,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    moderation_port: ModerationPortOption = 8001,
+    ingest_port: IngestPortOption = 8002,
 ) -> None:
-    """Start the stack, publish a sample history, then live sample traffic until Ctrl-C."""
+    """Everything at once: stack, stream, import, workers, services, simulator, dashboard.
+
+    Imports the Stack Exchange dump as history, waits until every projection caught up, then
+    runs the simulator's live traffic and serves the dashboard (http://127.0.0.1:8000) until
+    Ctrl-C or --duration seconds. Without AGORA_MODERATOR_TOKENS it makes a moderator token for
+    the run and prints it.
+    """
+    from agora.demo import NoDump, RunOptions, demo_data, with_demo_moderator
+
     settings = _settings(ctx)
-    options = _DemoOptions(duration, rate, seed, history, communities, members)
-    tally = _run(_demo(settings, options))
-    if tally.counts["failed"]:
-        raise typer.Exit(EXIT_FAILURE)
+    try:
+        directory = demo_data(settings, data)
+    except NoDump as error:
+        _fail(f"error: {error}", EXIT_USAGE)
+    if directory is None:
+        out.print(
+            "no Stack Exchange dump found (--data DIR or AGORA_DEMO_DATA): no history is "
+            "imported, the simulator's traffic is all there is",
+            soft_wrap=True,
+        )
+    settings, token = with_demo_moderator(settings)
+    if token is not None:
+        out.print(f"moderator token of this run: {token} (member demo-moderator)", soft_wrap=True)
+    options = RunOptions(
+        host=host,
+        port=port,
+        moderation_port=moderation_port,
+        ingest_port=ingest_port,
+        data=directory,
+        simulate=True,
+        rate=rate,
+        seed=seed,
+        communities=communities,
+        duration=duration,
+        name="agora-demo",
+    )
+    _run_stack_command(settings, options, quiet_logs=True)
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    moderation_port: ModerationPortOption = 8001,
+    ingest_port: IngestPortOption = 8002,
+) -> None:
+    """Run the stack until Ctrl-C or SIGTERM: workers, services and the dashboard.
+
+    The same as `agora demo` without the import and the simulator, for real use.
+
+    Uses the configured NATS and database (embedded nats-server and SQLite when unset); creates
+    the stream if missing. Ingest runs when AGORA_INGEST_TOKENS is set. Exit 1 if a component
+    fails (a port in use, the stream configured differently: exit 3).
+    """
+    from agora.demo import RunOptions
+
+    options = RunOptions(
+        host=host, port=port, moderation_port=moderation_port, ingest_port=ingest_port
+    )
+    _run_stack_command(_settings(ctx), options, quiet_logs=False)
 
 
 # -- projections: worker, status, builds, generations, dead letters ----------------------------

@@ -87,6 +87,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str | None,
         Meta(description="Moderators of the decisions API: member=token pairs, comma-separated."),
     ] = None
+    demo_data: Annotated[
+        Path | None,
+        Meta(
+            description=(
+                "Stack Exchange dump `agora demo` imports; unset = "
+                "../shared/data/stackexchange-beer beside the repository, if present."
+            )
+        ),
+    ] = None
     log_format: Annotated[
         Literal["auto", "json", "console"],
         Meta(description="auto = console on a terminal, JSON otherwise."),

@@ -10,6 +10,7 @@ the service: ``agora serve moderation`` calls :func:`run_moderation`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -132,6 +133,9 @@ def broker_for(settings: Settings, url: str, name: str) -> NatsBroker:
         connect_timeout=int(CONNECT_TIMEOUT),
         reconnect_time_wait=1,
         max_reconnect_attempts=-1,
+        # Through the standard library's root logger (agora.logs: stderr, warnings and up), not
+        # FastStream's own INFO line per message on stdout.
+        logger=logging.getLogger(f"agora.serve.{name}"),
     )
 
 

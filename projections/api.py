@@ -2,8 +2,9 @@
 
 A projection never touches the database or the clock. The engine hands it a batch of decoded
 events with their stream sequences; it names the rows it needs to read (:meth:`Projection.reads`,
-then, from those rows, :meth:`Projection.reads_after`), and folds the batch into :class:`~projections.changes.Changes` (:meth:`Projection.fold`). The
-engine loads those rows, applies the changes and the checkpoint in one transaction.
+then, from those rows, :meth:`Projection.reads_after`), and folds the batch into
+:class:`~projections.changes.Changes` (:meth:`Projection.fold`). The engine loads those rows,
+applies the changes and the checkpoint in one transaction.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ VALID: dict[str, tuple[str, Any]] = {
     "ingest_max_body_bytes": ("65536", 65536),
     "ingest_max_batch": ("100", 100),
     "moderator_tokens": ("mod1=s3cret-token", "mod1=s3cret-token"),
+    "demo_data": ("/srv/dumps/beer", Path("/srv/dumps/beer")),
     "log_format": ("json", "json"),
     "log_level": ("debug", "debug"),
 }
