@@ -339,3 +339,19 @@ def test_make_secrets_writes_every_secret_compose_mounts(tmp_path: Path) -> None
     assert wanted <= made
     url = (tmp_path / "secrets" / "agora_database_url").read_text().strip()
     assert shlex.quote(url) == url and url.startswith("postgresql+psycopg://agora:")
+
+
+def test_every_yaml_file_passes_yamllint() -> None:
+    """compose, k8s and chart values pass yamllint (rules in deploy/.yamllint.yaml)."""
+    from yamllint import linter
+    from yamllint.config import YamlLintConfig
+
+    config = YamlLintConfig(file=str(DEPLOY / ".yamllint.yaml"))
+    files = sorted(DEPLOY.rglob("*.yaml"))
+    assert len(files) >= 8, files
+    problems = [
+        f"{path.relative_to(DEPLOY)}:{p.line}: {p.desc} ({p.rule})"
+        for path in files
+        for p in linter.run(path.read_text(), config, str(path))
+    ]
+    assert problems == []
