@@ -62,11 +62,20 @@ class WorkerSettings:
     """Largest batch in payload bytes."""
     linger: float = 0.005
     """Seconds a batch waits to fill once its first message is there (when the writer is idle)."""
+    catchup_linger: float = 0.05
+    """The same when catching up: long enough to fill a catch-up batch, whose fixed costs (a
+    transaction, a statement per table) are then shared by more events."""
     buffer_events: int = 20_000
     """Messages buffered ahead of the writer before the consumer is paused."""
     client_pending_msgs: int | None = None
     """nats-py's queue for the subscription (default 4 x ``buffer_events``); beyond it the
     client drops messages, which the worker sees as a sequence gap."""
+    inline_catchup: bool = True
+    """Apply catch-up batches on the event loop's thread rather than in a worker thread.
+
+    Receiving and writing share one GIL; in a thread, a catch-up write took twice as long and a
+    replay ran 20-35 % slower (docs/benchmarks.md). Near the head batches always go to a worker
+    thread, so receiving goes on during the write. The loop is blocked for one batch at a time."""
     fold_policy: FoldPolicy = FoldPolicy.PAUSE
     """What a fold exception does: pause the partition (default) or park the event."""
     stall_timeout: float = 10.0
@@ -205,8 +214,11 @@ class Worker:
             progress.pauses += 1
             self._detach()
 
+    def _catching_up(self) -> bool:
+        return self.progress.pending > self.settings.catchup_threshold
+
     def _batch_limit(self) -> int:
-        if self.progress.pending > self.settings.catchup_threshold:
+        if self._catching_up():
             return self.settings.catchup_max_events
         return self.settings.max_events
 
@@ -375,7 +387,10 @@ class Worker:
             if len(self._buffer) < self._batch_limit() and not self._full.is_set():
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), settings.linger)
+                    await asyncio.wait_for(
+                        self._full.wait(),
+                        settings.catchup_linger if self._catching_up() else settings.linger,
+                    )
             await self._apply_next()
             if self.state is WorkerState.PAUSED:
                 await self._unsubscribe()
@@ -399,16 +414,21 @@ class Worker:
         if through <= self.progress.applied_seq:
             return
         started = time.monotonic()
+        args = (
+            self.generation,
+            self.partition,
+            self.progress.applied_seq,
+            batch,
+            self.settings.fold_policy,
+            through,
+        )
         try:
-            outcome = await asyncio.to_thread(
-                self.store.apply,
-                self.generation,
-                self.partition,
-                self.progress.applied_seq,
-                batch,
-                self.settings.fold_policy,
-                through,
-            )
+            if self.settings.inline_catchup and self._catching_up():
+                # Far behind, the write is the bottleneck: run it on this thread. In a worker
+                # thread it competed with the receiving for the GIL and took twice as long.
+                outcome = self.store.apply(*args)
+            else:
+                outcome = await asyncio.to_thread(self.store.apply, *args)
         except FoldFailed as error:
             self.state = WorkerState.PAUSED
             self.error = str(error)
@@ -444,11 +464,7 @@ class Worker:
         progress.applied_seq = outcome.last_seq
         progress.events += len(batch)
         progress.batches += 1
-        self.state = (
-            WorkerState.CATCHING_UP
-            if progress.pending > self.settings.catchup_threshold
-            else WorkerState.RUNNING
-        )
+        self.state = WorkerState.CATCHING_UP if self._catching_up() else WorkerState.RUNNING
         labels = self._labels
         metrics.EVENTS.labels(*labels).inc(len(batch))
         metrics.DUPLICATES.labels(*labels).inc(outcome.duplicates)
