@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import sqlalchemy as sa
 
@@ -20,8 +19,7 @@ from events.catalogue import Event
 from projections.changes import Changes, Key, Row
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
+class Delivered(NamedTuple):
     """An event as a fold sees it: decoded, with its stream sequence."""
 
     seq: int

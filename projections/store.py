@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -35,9 +35,8 @@ _KEY_CHUNK = 500
 _JSON = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """A message as read from the stream, before decoding."""
+class RawMessage(NamedTuple):
+    """A message as read from the stream, before decoding (a tuple: cheap to make per message)."""
 
     seq: int
     subject: str
