@@ -151,7 +151,8 @@ def responsiveness(
         .cte("base")
     )
 
-    def nearest_rank(column: sa.ColumnElement[Any], pct: int, name: str) -> Any:
+    def nearest_ranks(column: sa.ColumnElement[Any], name: str, *pcts: int) -> Any:
+        """Per day, the nearest-rank percentiles ``pcts`` of ``column`` (one pass over the day)."""
         ranked = (
             sa.select(
                 base.c.day,
@@ -163,15 +164,18 @@ def responsiveness(
             .subquery()
         )
         # Rank ceil(pct * n / 100) in integers: the same as percentile() above.
-        return (
-            sa.select(ranked.c.v)
-            .where(ranked.c.day == base.c.day, ranked.c.rn == (ranked.c.n * pct + 99) // 100)
-            .scalar_subquery()
-            .label(name)
-        )
+        picks = [
+            sa.func.max(sa.case((ranked.c.rn == (ranked.c.n * pct + 99) // 100, ranked.c.v))).label(
+                f"p{pct}"
+            )
+            for pct in pcts
+        ]
+        return sa.select(ranked.c.day, *picks).group_by(ranked.c.day).subquery(name)
 
     first, accept = base.c.first, base.c.accept
-    rows = conn.execute(
+    firsts = nearest_ranks(first, "firsts", 50, 90)
+    accepts = nearest_ranks(accept, "accepts", 50)
+    totals = (
         sa.select(
             base.c.day,
             sa.func.count().label("posts"),
@@ -179,12 +183,23 @@ def responsiveness(
             sa.func.count(sa.case((first <= 3600, 1))).label("h1"),
             sa.func.count(sa.case((first <= 86400, 1))).label("h24"),
             sa.func.count(accept).label("accepted"),
-            nearest_rank(first, 50, "median_first"),
-            nearest_rank(first, 90, "p90_first"),
-            nearest_rank(accept, 50, "median_accept"),
         )
         .group_by(base.c.day)
-        .order_by(base.c.day)
+        .subquery("totals")
+    )
+    rows = conn.execute(
+        sa.select(
+            totals,
+            firsts.c.p50.label("median_first"),
+            firsts.c.p90.label("p90_first"),
+            accepts.c.p50.label("median_accept"),
+        )
+        .select_from(
+            totals.outerjoin(firsts, firsts.c.day == totals.c.day).outerjoin(
+                accepts, accepts.c.day == totals.c.day
+            )
+        )
+        .order_by(totals.c.day)
     ).all()
     return [
         Responsiveness(
