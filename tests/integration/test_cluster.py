@@ -144,7 +144,18 @@ async def read_stream(js: JetStreamContext, last_seq: int) -> list[tuple[int, st
         if msg.metadata.sequence.stream >= last_seq:
             done.set()
 
-    sub = await js.subscribe("agora.>", stream="AGORA", cb=on_message, ordered_consumer=True)
+    # Right after a leader change the cluster may not answer a consumer create within nats-py's
+    # 2 s API timeout yet (seen once in CI): ask again until it does, for up to 30 s.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sub = await js.subscribe(
+                "agora.>", stream="AGORA", cb=on_message, ordered_consumer=True
+            )
+            break
+        except nats.errors.TimeoutError:
+            if time.monotonic() >= deadline:
+                raise
     try:
         await asyncio.wait_for(done.wait(), 60)
     finally:
