@@ -10,6 +10,7 @@ upserts, and (5) moves the checkpoint. A crash at any instant leaves either all 
 from __future__ import annotations
 
 import enum
+import operator
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -774,13 +775,67 @@ class ProjectionStore:
             for shape, params in shapes.items():
                 if self.dialect == "postgresql" and len(params) >= self.copy_min_rows:
                     self._copy_upsert(conn, table, spec, shape, params)
+                elif self.dialect == "sqlite":
+                    columns = (*spec.key, *sorted(frozenset().union(*shape)))
+                    statement = self._upsert(table, spec, shape)
+                    self._execute_many(conn, (table.name, shape), statement, table, columns, params)
                 else:
                     conn.execute(self._upsert(table, spec, shape), params)
             inserts = changes.inserts(logical)
             if self.dialect == "postgresql" and len(inserts) >= self.copy_min_rows:
                 self._copy_inserts(conn, table, spec, inserts)
+            elif inserts and self.dialect == "sqlite":
+                columns = tuple(dict.fromkeys(c for row in inserts for c in row))
+                key = (table.name, "insert", columns)
+                self._execute_many(conn, key, table.insert(), table, columns, inserts)
             elif inserts:
                 conn.execute(table.insert(), inserts)
+
+    def _execute_many(
+        self,
+        conn: Connection,
+        key: tuple[Any, ...],
+        statement: Any,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: list[Row],
+    ) -> None:
+        """Execute an INSERT (or upsert) of ``rows`` on SQLite, straight through the driver.
+
+        SQLAlchemy's executemany builds each row's parameters in Python, which cost more than
+        SQLite's own work on the row; here the statement is compiled once per table and column
+        set, and each row becomes a tuple, its values converted by the columns' bind processors.
+        Columns a row leaves out get their scalar default, as SQLAlchemy would give them.
+        """
+        prepared = self._statements.get((*key, "raw"))
+        if prepared is None:
+            spec = _spec(table)
+            full = (*columns, *(c for c in spec.defaults if c not in columns))
+            compiled = statement.compile(dialect=conn.dialect, column_keys=list(full))
+            processors = dict(zip(full, _bind_processors(table, conn.dialect, full), strict=True))
+            names = tuple(compiled.positiontup)
+            # A row's missing columns come from here: literal binds of the statement (a
+            # counter's start) and the columns' scalar defaults.
+            base = {n: compiled.params[n] for n in names if n not in processors}
+            base.update({c: spec.defaults[c] for c in names if c in spec.defaults})
+            convert = tuple(
+                (i, processor) for i, n in enumerate(names) if (processor := processors.get(n))
+            )
+            prepared = (compiled.string, base, operator.itemgetter(*names), convert, len(names))
+            self._statements[(*key, "raw")] = prepared
+        sql, base, getter, convert, width = prepared
+        values: list[Any] = [getter(base | row) for row in rows]
+        if width == 1:
+            values = [(v,) for v in values]
+        if convert:
+            for n, value in enumerate(values):
+                row_values = list(value)
+                for i, processor in convert:
+                    v = row_values[i]
+                    if v is not None:
+                        row_values[i] = processor(v)
+                values[n] = tuple(row_values)
+        conn.exec_driver_sql(sql, values)
 
     def _copy_inserts(
         self, conn: Connection, table: sa.Table, spec: TableSpec, rows: list[Row]
