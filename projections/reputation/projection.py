@@ -46,7 +46,7 @@ from events.catalogue import (
 )
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
-from projections.changes import Changes, Key, Row
+from projections.changes import Changes, Key
 from projections.reputation.rules import APPROVING, DEFAULT, STACKEXCHANGE, RuleSet
 from projections.reputation.trust import Standing, trust_level
 
@@ -235,8 +235,12 @@ class ReputationProjection(Projection):
 
     def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
         """Fold ``batch`` event by event, in stream order."""
+        stamps: dict[Key, tuple[int, datetime]] = {}
         for delivered in batch:
-            _Step(self.rules, self.t, changes, delivered).run()
+            _Step(self.rules, self.t, changes, delivered, stamps).run()
+        # Nothing in the fold reads when a member was last touched: written once per batch.
+        for key, (seq, at) in stamps.items():
+            changes.put(self.t.members, key, updated_seq=seq, updated_at=at)
 
 
 @dataclass(slots=True)
@@ -307,10 +311,30 @@ def _utc(value: datetime | None) -> datetime | None:
 class _Step:
     """Folding one event: its context, and the operations every rule is built from."""
 
-    __slots__ = ("at", "c", "changes", "day", "delivered", "event", "n", "rules", "t", "touched")
+    __slots__ = (
+        "at",
+        "c",
+        "changes",
+        "day",
+        "delivered",
+        "event",
+        "n",
+        "rules",
+        "stamps",
+        "t",
+        "touched",
+    )
 
-    def __init__(self, rules: RuleSet, t: Tables, changes: Changes, delivered: Delivered) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        t: Tables,
+        changes: Changes,
+        delivered: Delivered,
+        stamps: dict[Key, tuple[int, datetime]],
+    ) -> None:
         self.rules = rules
+        self.stamps = stamps
         self.t = t
         self.changes = changes
         self.delivered = delivered
@@ -361,7 +385,7 @@ class _Step:
         if self._gone(tk, event.target, event.post):
             return
         key = (self.c, tk, event.target, voter, kind)
-        if self.changes.get(self.t.reactions, key) is not None:
+        if self.changes.peek(self.t.reactions, key) is not None:
             return  # already reacted this way: a repeat adds nothing
         rule = self.rules.reaction(kind)
         item = (tk, event.target)
@@ -392,12 +416,12 @@ class _Step:
         key = (self.c, tk, event.target, voter, kind)
         if voter in (SYSTEM_ACTOR, author) or author == SYSTEM_ACTOR:
             return
-        row = self.changes.get(self.t.reactions, key)
+        row = self.changes.peek(self.t.reactions, key)
         if row is None or row["target_author"] != author:
             return  # nothing to withdraw (never added, withdrawn already, or another author's)
         self.changes.delete(self.t.reactions, key)
         item = (tk, event.target)
-        content = self.changes.get(self.t.content, (self.c, tk, event.target))
+        content = self.changes.peek(self.t.content, (self.c, tk, event.target))
         reversed_already = content is not None and content["reversed"]
         if row["author_points"] and not reversed_already:
             self._undo(author, row["author_points"], row["author_counted"], row["day"], item)
@@ -416,7 +440,7 @@ class _Step:
         if self._gone("reply", event.reply, event.post):
             return
         post_key = (self.c, "post", event.post)
-        post = self.changes.get(self.t.content, post_key)
+        post = self.changes.peek(self.t.content, post_key)
         previous = None if post is None else post["accepted_reply"]
         if previous == event.reply:
             return  # accepted already
@@ -456,15 +480,15 @@ class _Step:
             return
         row = self._member(actor)
         key = (self.c, actor, self.day)
-        day = self.changes.get(self.t.days, key)
+        day = self.changes.peek(self.t.days, key)
         if day is None or not day["active"]:
             self.changes.put(self.t.days, key, active=True)
             self._set(actor, days_active=row["days_active"] + 1)
 
-    def _member(self, member: str) -> Row:
+    def _member(self, member: str) -> Mapping[str, Any]:
         """The member's row, created (with the rule set's initial reputation) when missing."""
         key = (self.c, member)
-        row = self.changes.get(self.t.members, key)
+        row = self.changes.peek(self.t.members, key)
         if row is not None:
             return row
         initial = self.rules.initial
@@ -487,7 +511,7 @@ class _Step:
         if initial:
             self._ledger(member, "start", initial, initial, initial, None)
         self.touched[member] = None
-        created = self.changes.get(self.t.members, key)
+        created = self.changes.peek(self.t.members, key)
         assert created is not None
         return created
 
@@ -514,7 +538,7 @@ class _Step:
         cap = self.rules.daily_vote_cap
         granted = points
         if capped and cap is not None and points > 0:
-            day = self.changes.get(self.t.days, (self.c, member, self.day))
+            day = self.changes.peek(self.t.days, (self.c, member, self.day))
             counted = 0 if day is None else int(day["vote_points"])
             granted = min(points, max(0, cap - counted))
         applied = self._apply(member, points, granted, rule, item)
@@ -537,7 +561,7 @@ class _Step:
     def _delete(self, kind: str, item: str, author: str, reverse: bool) -> None:
         """Mark an item deleted (no more points on it) and take back what its author holds."""
         key = (self.c, kind, item)
-        content = self.changes.get(self.t.content, key)
+        content = self.changes.peek(self.t.content, key)
         if content is not None and content["deleted"]:
             return
         self.changes.put(
@@ -546,7 +570,7 @@ class _Step:
         if not reverse or author == SYSTEM_ACTOR:
             return
         held_key = (self.c, kind, item, author)
-        held = self.changes.get(self.t.holdings, held_key)
+        held = self.changes.peek(self.t.holdings, held_key)
         if held is not None and held["points"]:
             points = int(held["points"])
             self._apply(author, -points, -points, f"reversal.{self.event.TYPE}", (kind, item))
@@ -601,11 +625,11 @@ class _Step:
 
     def _gone(self, kind: str, item: str, post: str | None) -> bool:
         """Whether the item, or the post a reply belongs to, is deleted."""
-        content = self.changes.get(self.t.content, (self.c, kind, item))
+        content = self.changes.peek(self.t.content, (self.c, kind, item))
         if content is not None and content["deleted"]:
             return True
         if kind == "reply" and post is not None:
-            topic = self.changes.get(self.t.content, (self.c, "post", post))
+            topic = self.changes.peek(self.t.content, (self.c, "post", post))
             return topic is not None and bool(topic["deleted"])
         return False
 
@@ -613,7 +637,7 @@ class _Step:
         """Recompute the trust level of every member the event touched; log each change."""
         for member in self.touched:
             key = (self.c, member)
-            row = self.changes.get(self.t.members, key)
+            row = self.changes.peek(self.t.members, key)
             assert row is not None
             standing = Standing(
                 reputation=int(row["score"]),
@@ -626,9 +650,8 @@ class _Step:
                 suspended_until=_utc(row["suspended_until"]),
             )
             level = trust_level(self.rules, standing, self.at)
-            values: dict[str, Any] = {"updated_seq": self.delivered.seq, "updated_at": self.at}
+            self.stamps[key] = (self.delivered.seq, self.at)
             if level != row["trust_level"]:
-                values["trust_level"] = level
                 self.changes.insert(
                     self.t.trust,
                     {
@@ -641,7 +664,7 @@ class _Step:
                         "to_level": level,
                     },
                 )
-            self.changes.put(self.t.members, key, **values)
+                self.changes.put(self.t.members, key, trust_level=level)
 
 
 def projection_for(rules: RuleSet) -> type[ReputationProjection]:
