@@ -22,6 +22,7 @@ from events.catalogue import (
     ReactionRemoved,
     ReplyCreated,
     ReplyDeleted,
+    acting_member,
 )
 from events.codec import CODEC, Codec, decode, encode, validate_json
 from events.errors import (
@@ -65,6 +66,7 @@ __all__ = [
     "ReplyDeleted",
     "UnknownEventType",
     "UnsupportedVersion",
+    "acting_member",
     "decode",
     "derived_event_id",
     "encode",

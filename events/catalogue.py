@@ -164,6 +164,16 @@ class ReactionAdded(Event, tag="reaction.added", frozen=True):
         PostId | None,
         Meta(description="The post (topic) the target belongs to; null when it is the post."),
     ] = None
+    anonymous: Annotated[
+        bool,
+        Meta(
+            description=(
+                "True when the source does not say who reacted: `actor` is then a placeholder "
+                "unique to this reaction (imported votes), not a member; the reaction counts "
+                "for its target and its author, and as nobody's activity."
+            )
+        ),
+    ] = False
 
 
 class ReactionRemoved(Event, tag="reaction.removed", frozen=True):
@@ -177,6 +187,10 @@ class ReactionRemoved(Event, tag="reaction.removed", frozen=True):
         PostId | None,
         Meta(description="The post (topic) the target belongs to; null when it is the post."),
     ] = None
+    anonymous: Annotated[
+        bool,
+        Meta(description="As on `reaction.added`: `actor` is a placeholder, not a member."),
+    ] = False
 
 
 class AnswerAccepted(Event, tag="answer.accepted", frozen=True):
@@ -284,3 +298,17 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 
 for _cls in EVENT_TYPES:
     _cls.TYPE = str(_cls.__struct_config__.tag)
+
+
+def acting_member(event: Event) -> str | None:
+    """The member whose activity ``event`` is: its actor, or None.
+
+    None for automation (the ``system`` actor) and for an anonymous reaction, whose actor is a
+    placeholder for a member the source does not name. Projections count activity (active
+    members, reactions given, a voter's cost) only for the member this returns.
+    """
+    if event.actor == SYSTEM_ACTOR:
+        return None
+    if isinstance(event, ReactionAdded | ReactionRemoved) and event.anonymous:
+        return None
+    return event.actor

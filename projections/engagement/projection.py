@@ -42,6 +42,7 @@ from events.catalogue import (
     ReactionRemoved,
     ReplyCreated,
     ReplyDeleted,
+    acting_member,
 )
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
@@ -251,8 +252,9 @@ class Engagement(Projection):
 def _keys(event: AnyEvent, members: list[Key], posts: list[Key]) -> None:
     """Add the keys folding ``event`` reads. Mirrors :meth:`_Fold.event`."""
     c = event.community
-    if event.actor != SYSTEM_ACTOR:
-        members.append((c, event.actor))
+    actor = acting_member(event)
+    if actor is not None:
+        members.append((c, actor))
     match event:
         case MemberJoined() | MemberLeft():
             if event.member != SYSTEM_ACTOR:
@@ -367,7 +369,7 @@ class _Fold:
                 engaged = True
                 if event.kind in NEGATIVE_REACTIONS:
                     self.hour(c, at, 0, 1)
-                if event.actor != SYSTEM_ACTOR:
+                if not event.anonymous and event.actor != SYSTEM_ACTOR:
                     self.member(c, event.actor).reactions_given += 1
                 if event.target_author != SYSTEM_ACTOR:
                     self.member(c, event.target_author).reactions_received += 1
@@ -387,8 +389,9 @@ class _Fold:
                 pass
             case _:
                 assert_never(event)
-        if event.actor != SYSTEM_ACTOR:
-            self.active(c, event.actor, at, engaged)
+        actor = acting_member(event)
+        if actor is not None:
+            self.active(c, actor, at, engaged)
 
     def replied(self, event: ReplyCreated) -> None:
         """Record a reply in its post's thread; the earliest creation of an id wins."""

@@ -13,8 +13,9 @@ from typing import Final
 
 from events.fields import ReactionKind
 
-FOLD_REVISION: Final = 1
-"""Revision of the fold and tables: the projection's version."""
+FOLD_REVISION: Final = 2
+"""Revision of the fold and tables: the projection's version (2: anonymous reactions are
+nobody's activity)."""
 
 NEGATIVE_REACTIONS: Final[frozenset[ReactionKind]] = frozenset({"downvote"})
 """Reaction kinds counted as negative by the crisis signal."""

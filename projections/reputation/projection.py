@@ -43,6 +43,7 @@ from events.catalogue import (
     ReactionRemoved,
     ReplyCreated,
     ReplyDeleted,
+    acting_member,
 )
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
@@ -50,8 +51,10 @@ from projections.changes import Changes, Key
 from projections.reputation.rules import APPROVING, DEFAULT, STACKEXCHANGE, RuleSet
 from projections.reputation.trust import Standing, trust_level
 
-FOLD_REVISION: Final = 1
-"""Bump when the fold or the tables change meaning: every rule set's projection is rebuilt."""
+FOLD_REVISION: Final = 2
+"""Bump when the fold or the tables change meaning: every rule set's projection is rebuilt.
+
+2: an anonymous reaction's placeholder voter is not a member (no row, no cost, no activity)."""
 
 _ID = sa.String(64)
 
@@ -256,9 +259,10 @@ def _need(event: AnyEvent, need: _Need) -> None:
     """Add the keys of the rows folding ``event`` may read. Mirrors :class:`_Step`."""
     c = event.community
     day = event.occurred_at.date()
-    if event.actor != SYSTEM_ACTOR:
-        need.members.append((c, event.actor))
-        need.days.append((c, event.actor, day))
+    actor = acting_member(event)
+    if actor is not None:
+        need.members.append((c, actor))
+        need.days.append((c, actor, day))
     match event:
         case MemberJoined():
             need.members.append((c, event.member))
@@ -391,12 +395,14 @@ class _Step:
         item = (tk, event.target)
         wanted = rule.post if tk == "post" else rule.reply
         author_points = self._award(author, wanted, f"{kind}.{tk}", item, capped=rule.capped)
-        cost = rule.voter_post if tk == "post" else rule.voter_reply
+        # An anonymous voter (a placeholder, not a member) pays nothing and gives nothing.
+        cost = 0 if event.anonymous else rule.voter_post if tk == "post" else rule.voter_reply
         voter_capped = rule.capped and self.rules.voter_cost_counts_toward_cap
         voter_points = self._award(voter, cost, f"{kind}.{tk}.voter", item, capped=voter_capped)
         if kind in self.rules.positive_reactions:
-            given = self._member(voter)["reactions_given"]
-            self._set(voter, reactions_given=given + 1)
+            if not event.anonymous:
+                given = self._member(voter)["reactions_given"]
+                self._set(voter, reactions_given=given + 1)
             received = self._member(author)["reactions_received"]
             self._set(author, reactions_received=received + 1)
         self.changes.put(
@@ -428,8 +434,9 @@ class _Step:
         if row["voter_points"]:
             self._undo(voter, row["voter_points"], row["voter_counted"], row["day"], item)
         if kind in self.rules.positive_reactions:
-            given = self._member(voter)["reactions_given"]
-            self._set(voter, reactions_given=max(0, given - 1))
+            if not event.anonymous:
+                given = self._member(voter)["reactions_given"]
+                self._set(voter, reactions_given=max(0, given - 1))
             received = self._member(author)["reactions_received"]
             self._set(author, reactions_received=max(0, received - 1))
 
@@ -475,8 +482,8 @@ class _Step:
 
     def _activity(self) -> None:
         """Count the UTC day of the event as a day the actor was active."""
-        actor = self.event.actor
-        if actor == SYSTEM_ACTOR:
+        actor = acting_member(self.event)
+        if actor is None:
             return
         row = self._member(actor)
         key = (self.c, actor, self.day)

@@ -68,7 +68,8 @@ COMMUNITY_USER: Final = -1
 #: Member id of content whose author's account was deleted and has no display name either.
 DELETED_MEMBER: Final = "deleted"
 
-#: Prefix of the synthetic, one-per-vote actor of an up/down vote (the dump has no voter id).
+#: Prefix of the placeholder, one-per-vote actor of an up/down vote (the dump has no voter id);
+#: such reactions are marked ``anonymous``, so no projection takes the placeholder for a member.
 ANONYMOUS_VOTER_PREFIX: Final = "anon-"
 
 #: Appended to text cut to fit the contract's limits.
@@ -612,6 +613,7 @@ class _Mapper:
             target_author=ref.author,
             kind="upvote" if vtype == 2 else "downvote",
             post=ref.post if ref.kind == "reply" else None,
+            anonymous=True,
         )
 
     def _accept(self, row: sqlite3.Row) -> AnyEvent:

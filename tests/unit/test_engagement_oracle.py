@@ -134,7 +134,9 @@ def oracle(events: Iterable[Event]) -> Oracle:
         seen.add(e.id)
         c, at = e.community, e.occurred_at
         hour = at.replace(minute=0, second=0, microsecond=0)
-        if e.actor != SYSTEM:
+        # An anonymous reaction's actor is a placeholder: nobody was active.
+        anonymous = isinstance(e, ReactionAdded | ReactionRemoved) and e.anonymous
+        if e.actor != SYSTEM and not anonymous:
             m = members[(c, e.actor)]
             m.days.add(at.date())
             m.last_active_at = _max(m.last_active_at, at)
@@ -174,7 +176,7 @@ def oracle(events: Iterable[Event]) -> Oracle:
             volumes[(c, at.date(), "reactions")] += 1
             if e.kind in NEGATIVE:
                 hourly[(c, hour, 1)] += 1
-            if e.actor != SYSTEM:
+            if e.actor != SYSTEM and not anonymous:
                 members[(c, e.actor)].reactions_given += 1
             if e.target_author != SYSTEM:
                 members[(c, e.target_author)].reactions_received += 1

@@ -110,3 +110,12 @@ def test_fixture_is_frozen(path: Path) -> None:
         f"{name(path)} changed: fixtures are payloads producers have sent and must keep "
         "decoding; fix the code (or add an upcaster), never the fixture"
     )
+
+
+def test_a_field_added_later_takes_its_default_in_an_older_payload() -> None:
+    """``anonymous`` came after the v1 reaction fixtures: they decode as a member's reaction."""
+    for kind in ("reaction.added", "reaction.removed"):
+        payload = load(FIXTURES / "v1" / f"{kind}.json")
+        assert "anonymous" not in payload
+        event = decode((FIXTURES / "v1" / f"{kind}.json").read_bytes())
+        assert event.anonymous is False  # type: ignore[attr-defined]

@@ -112,9 +112,13 @@ class Community:
         kind, author, post = self.content[target]
         return {"target": target, "target_kind": kind, "target_author": author, "post": post}
 
-    def reacts(self, voter: str, target: str, kind: ReactionKind, times: int = 1) -> None:
+    def reacts(
+        self, voter: str, target: str, kind: ReactionKind, times: int = 1, anonymous: bool = False
+    ) -> None:
         for _ in range(times):
-            self.publish(ReactionAdded, voter, kind=kind, **self._target(target))
+            self.publish(
+                ReactionAdded, voter, kind=kind, anonymous=anonymous, **self._target(target)
+            )
 
     def upvote(self, voters: list[str] | str, target: str) -> None:
         for voter in [voters] if isinstance(voters, str) else voters:
@@ -170,6 +174,16 @@ class Community:
         )
 
     # -- reading -----------------------------------------------------------------------------
+
+    def has_row(self, member: str) -> bool:
+        table = self.store.generation(1).tables[self.t.members]
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(table.c.member).where(
+                    table.c.community == self.name, table.c.member == member
+                )
+            ).first()
+        return found is not None
 
     def member(self, member: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -322,6 +336,21 @@ def test_downvoting_an_answer_costs_the_voter_1_and_downvoting_a_question_is_fre
     assert beer.ledger("critic")[-1] == ("downvote.reply.voter", -1, -1, 10)
     beer.withdraws("critic", "a1", "downvote")
     assert (beer.score("ale"), beer.score("critic")) == (11, 11)  # both given back
+
+
+def test_an_imported_vote_without_a_voter_moves_the_authors_points_and_costs_nobody(
+    town: Town,
+) -> None:
+    """A dump's up/down votes name no voter: the importer marks them anonymous."""
+    beer = town()
+    beer.joins("asker", "ale")
+    beer.asks("asker", "q1")
+    beer.answers("ale", "q1", "a1")
+    beer.reacts("anon-1", "a1", "upvote", anonymous=True)
+    beer.reacts("anon-2", "a1", "downvote", anonymous=True)
+    assert beer.score("ale") == 1 + 10 - 2
+    assert not beer.has_row("anon-1") and not beer.has_row("anon-2")  # nobody paid the -1
+    assert beer.member("ale")["reactions_received"] == 1
 
 
 def test_reputation_never_falls_below_1_and_losses_at_the_floor_are_not_owed(

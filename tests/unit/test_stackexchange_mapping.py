@@ -279,6 +279,7 @@ def test_up_and_down_votes_on_a_question_and_an_answer(tmp_path: Path) -> None:
         ("a4", "reply", "u8", "downvote", "q1"),
     ]
     assert [r.actor for r in reactions] == ["anon-1", "anon-2", "anon-3", "anon-4"]
+    assert all(r.anonymous for r in reactions)  # placeholders, not members
     assert {r.occurred_at for r in reactions} == {at("2014-01-21T00:00:00")}
     assert [r.id for r in reactions] == [eid("vote", n) for n in (1, 2, 3, 4)]
 
