@@ -10,22 +10,15 @@ the service: ``agora serve moderation`` calls :func:`run_moderation`.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
-from faststream.nats import NatsBroker
-from faststream.nats.security import (
-    NatsCredentials,
-    NatsSecurity,
-    NatsToken,
-    NatsUserPassword,
-)
 
+from agora.broker import nats_broker
 from agora.config import Settings
 from agora.errors import ConfigError
-from agora.stack import CONNECT_TIMEOUT, Stack, server_urls
+from agora.stack import Stack
 from projections.database import create_engine, reader
 from projections.moderation import ModerationQueue
 from projections.moderation import queries as q
@@ -117,28 +110,6 @@ def moderator_tokens(settings: Settings) -> ModeratorTokens:
         raise ConfigError(f"AGORA_MODERATOR_TOKENS: {error}") from None
 
 
-def broker_for(settings: Settings, url: str, name: str) -> NatsBroker:
-    """A FastStream NATS broker connecting like the rest of Agora (same credentials)."""
-    security: NatsSecurity | None = None
-    if settings.nats_creds is not None:
-        security = NatsCredentials(str(settings.nats_creds))
-    elif settings.nats_token:
-        security = NatsToken(settings.nats_token)
-    elif settings.nats_user:
-        security = NatsUserPassword(settings.nats_user, settings.nats_password or "")
-    return NatsBroker(
-        server_urls(url),
-        name=name,
-        security=security,
-        connect_timeout=int(CONNECT_TIMEOUT),
-        reconnect_time_wait=1,
-        max_reconnect_attempts=-1,
-        # Through the standard library's root logger (agora.logs: stderr, warnings and up), not
-        # FastStream's own INFO line per message on stdout.
-        logger=logging.getLogger(f"agora.serve.{name}"),
-    )
-
-
 def service_options(settings: Settings, *, reactor: bool = True) -> ServiceOptions:
     """The service's tunables from the settings."""
     return ServiceOptions(
@@ -168,7 +139,7 @@ async def run_moderation(
     engine = create_engine(settings.effective_database_url)
     try:
         async with Stack(settings, name="agora-moderation") as stack:
-            broker = broker_for(settings, stack.nats_url, "agora-moderation")
+            broker = nats_broker(settings, stack.nats_url, "agora-moderation")
             await serve(
                 broker,
                 SqlQueueLookup(engine),

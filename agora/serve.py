@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -25,16 +24,11 @@ import nats.errors
 import structlog
 import uvicorn
 from faststream.nats import NatsBroker
-from faststream.nats.security import (
-    NatsCredentials,
-    NatsSecurity,
-    NatsToken,
-    NatsUserPassword,
-)
 
+from agora.broker import nats_broker
 from agora.config import Settings, env_name
 from agora.errors import AgoraError, ConfigError
-from agora.stack import CONNECT_TIMEOUT, Stack, server_urls
+from agora.stack import Stack
 from services.ingest import IngestHandler, InvalidTokenConfig, add_replier, create_app, load_grants
 
 log = structlog.get_logger("agora.serve")
@@ -53,34 +47,6 @@ class Service:
 
 ServiceBuilder = Callable[[Settings, Stack], Service]
 """Builds a service from the settings and the started stack (NATS connected)."""
-
-
-def _security(settings: Settings) -> NatsSecurity | None:
-    """The FastStream form of the NATS credentials the stack connects with."""
-    if settings.nats_creds is not None:
-        return NatsCredentials.from_file(settings.nats_creds)
-    if settings.nats_user is not None:
-        return NatsUserPassword(settings.nats_user, settings.nats_password or "")
-    if settings.nats_token is not None:
-        return NatsToken(settings.nats_token)
-    return None
-
-
-def nats_broker(settings: Settings, stack: Stack, name: str) -> NatsBroker:
-    """A FastStream NATS broker on the stack's server(s), with the same credentials.
-
-    It reconnects forever, like the stack's own connection.
-    """
-    return NatsBroker(
-        servers=server_urls(stack.nats_url),
-        name=name,
-        security=_security(settings),
-        connect_timeout=int(CONNECT_TIMEOUT),
-        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # float works
-        max_reconnect_attempts=-1,
-        # Through the standard library's root logger, which agora.logs sends to stderr.
-        logger=logging.getLogger(f"agora.serve.{name}"),
-    )
 
 
 def build_ingest(settings: Settings, stack: Stack) -> Service:
@@ -102,7 +68,7 @@ def build_ingest(settings: Settings, stack: Stack) -> Service:
         max_body_bytes=settings.ingest_max_body_bytes,
         max_batch=settings.ingest_max_batch,
     )
-    broker = nats_broker(settings, stack, "agora-ingest")
+    broker = nats_broker(settings, stack.nats_url, "agora-ingest")
     add_replier(broker, handler)
     app = create_app(handler, ready=lambda: stack.nc.is_connected)
     log.info("ingest configured", producers=len(grants))
