@@ -46,7 +46,7 @@ from events.catalogue import (
 )
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
-from projections.changes import Changes, Key, Row
+from projections.changes import Changes, Key
 from projections.engagement import days
 from projections.engagement.settings import (
     COHORT_WEEKS,
@@ -127,7 +127,7 @@ class _Member:
         "replies",
     )
 
-    def __init__(self, row: Row | None) -> None:
+    def __init__(self, row: Mapping[str, Any] | None) -> None:
         r: Mapping[str, Any] = row or {}
         self.joined_at: datetime | None = _utc(r.get("joined_at"))
         self.last_joined_at: datetime | None = _utc(r.get("last_joined_at"))
@@ -182,7 +182,7 @@ class _Post:
         "reactions",
     )
 
-    def __init__(self, row: Row | None) -> None:
+    def __init__(self, row: Mapping[str, Any] | None) -> None:
         r: Mapping[str, Any] = row or {}
         self.author: str | None = r.get("author")
         self.created_at: datetime | None = _utc(r.get("created_at"))
@@ -299,14 +299,14 @@ class _Fold:
         key = (c, member)
         state = self.members.get(key)
         if state is None:
-            state = self.members[key] = _Member(self.changes.get(MEMBERS, key))
+            state = self.members[key] = _Member(self.changes.peek(MEMBERS, key))
         return state
 
     def post(self, c: str, post: str) -> _Post:
         key = (c, post)
         state = self.posts.get(key)
         if state is None:
-            state = self.posts[key] = _Post(self.changes.get(POSTS, key))
+            state = self.posts[key] = _Post(self.changes.peek(POSTS, key))
         return state
 
     def count(self, c: str, day: date, column: str, delta: int = 1) -> None:
