@@ -195,10 +195,7 @@ class Changes:
         can be read; asking for another is a bug in the projection and raises KeyError. The row
         returned is a copy: changing it changes nothing.
         """
-        views = self._views[table]
-        view = views.get(key, _UNSEEN)
-        if view is _UNSEEN:
-            view = views[key] = self._build(table, key)
+        view = self.peek(table, key)
         return None if view is None else dict(view)
 
     def peek(self, table: str, key: Key) -> Mapping[str, Any] | None:

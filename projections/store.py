@@ -776,18 +776,21 @@ class ProjectionStore:
                 if self.dialect == "postgresql" and len(params) >= self.copy_min_rows:
                     self._copy_upsert(conn, table, spec, shape, params)
                 elif self.dialect == "sqlite":
-                    columns = (*spec.key, *sorted(frozenset().union(*shape)))
                     statement = self._upsert(table, spec, shape)
-                    self._execute_many(conn, (table.name, shape), statement, table, columns, params)
+                    columns = _shape_columns(spec, shape)
+                    self._execute_many(
+                        conn, (table.name, shape), statement, table, spec, columns, params
+                    )
                 else:
                     conn.execute(self._upsert(table, spec, shape), params)
             inserts = changes.inserts(logical)
             if self.dialect == "postgresql" and len(inserts) >= self.copy_min_rows:
                 self._copy_inserts(conn, table, spec, inserts)
             elif inserts and self.dialect == "sqlite":
-                columns = tuple(dict.fromkeys(c for row in inserts for c in row))
-                key = (table.name, "insert", columns)
-                self._execute_many(conn, key, table.insert(), table, columns, inserts)
+                columns = _insert_columns(spec, inserts)
+                self._execute_many(
+                    conn, (table.name, columns), table.insert(), table, spec, columns, inserts
+                )
             elif inserts:
                 conn.execute(table.insert(), inserts)
 
@@ -797,6 +800,7 @@ class ProjectionStore:
         key: tuple[Any, ...],
         statement: Any,
         table: sa.Table,
+        spec: TableSpec,
         columns: Sequence[str],
         rows: list[Row],
     ) -> None:
@@ -809,7 +813,6 @@ class ProjectionStore:
         """
         prepared = self._statements.get((*key, "raw"))
         if prepared is None:
-            spec = _spec(table)
             full = (*columns, *(c for c in spec.defaults if c not in columns))
             compiled = statement.compile(dialect=conn.dialect, column_keys=list(full))
             processors = dict(zip(full, _bind_processors(table, conn.dialect, full), strict=True))
@@ -818,30 +821,27 @@ class ProjectionStore:
             # counter's start) and the columns' scalar defaults.
             base = {n: compiled.params[n] for n in names if n not in processors}
             base.update({c: spec.defaults[c] for c in names if c in spec.defaults})
-            convert = tuple(
-                (i, processor) for i, n in enumerate(names) if (processor := processors.get(n))
-            )
+            convert = tuple((n, p) for n in names if (p := processors.get(n)) is not None)
             prepared = (compiled.string, base, operator.itemgetter(*names), convert, len(names))
             self._statements[(*key, "raw")] = prepared
         sql, base, getter, convert, width = prepared
-        values: list[Any] = [getter(base | row) for row in rows]
-        if width == 1:
+        values: list[Any] = []
+        for row in rows:
+            merged = base | row
+            for name, processor in convert:
+                value = merged[name]
+                if value is not None:
+                    merged[name] = processor(value)
+            values.append(getter(merged))
+        if width == 1:  # itemgetter of one name returns the value, not a tuple
             values = [(v,) for v in values]
-        if convert:
-            for n, value in enumerate(values):
-                row_values = list(value)
-                for i, processor in convert:
-                    v = row_values[i]
-                    if v is not None:
-                        row_values[i] = processor(v)
-                values[n] = tuple(row_values)
         conn.exec_driver_sql(sql, values)
 
     def _copy_inserts(
         self, conn: Connection, table: sa.Table, spec: TableSpec, rows: list[Row]
     ) -> None:
         """COPY appended rows into ``table``; columns a row leaves out get their defaults."""
-        columns = [c for c in spec.columns if c in spec.defaults or any(c in r for r in rows)]
+        columns = _insert_columns(spec, rows)
         defaults = spec.defaults
         pgcopy.copy_rows(
             conn,
@@ -860,7 +860,7 @@ class ProjectionStore:
         params: list[dict[str, Any]],
     ) -> None:
         """Upsert many rows of one shape: COPY them into a staging table, then one statement."""
-        columns = [*spec.key, *sorted(frozenset().union(*shape))]
+        columns = _shape_columns(spec, shape)
         staged = pgcopy.stage(
             conn,
             _stage_name(table.name),
@@ -901,6 +901,16 @@ class ProjectionStore:
 
 Shape = tuple[frozenset[str], ...]
 """The columns a row change adds to, puts, takes the least and the greatest of."""
+
+
+def _shape_columns(spec: TableSpec, shape: Shape) -> tuple[str, ...]:
+    """The columns an upsert of ``shape`` writes: the key, then the touched columns, sorted."""
+    return (*spec.key, *sorted(frozenset[str]().union(*shape)))
+
+
+def _insert_columns(spec: TableSpec, rows: Sequence[Row]) -> tuple[str, ...]:
+    """The columns appended ``rows`` write: those some row has, and those with a default."""
+    return tuple(c for c in spec.columns if c in spec.defaults or any(c in r for r in rows))
 
 
 def _bind_processors(

@@ -328,6 +328,7 @@ class _Fold:
 
     def event(self, event: AnyEvent) -> None:
         c, at = event.community, event.occurred_at
+        actor = acting_member(event)
         day = at.date()
         engaged = False
         match event:
@@ -369,8 +370,8 @@ class _Fold:
                 engaged = True
                 if event.kind in NEGATIVE_REACTIONS:
                     self.hour(c, at, 0, 1)
-                if not event.anonymous and event.actor != SYSTEM_ACTOR:
-                    self.member(c, event.actor).reactions_given += 1
+                if actor is not None:
+                    self.member(c, actor).reactions_given += 1
                 if event.target_author != SYSTEM_ACTOR:
                     self.member(c, event.target_author).reactions_received += 1
                 if event.target_kind == "post":
@@ -389,7 +390,6 @@ class _Fold:
                 pass
             case _:
                 assert_never(event)
-        actor = acting_member(event)
         if actor is not None:
             self.active(c, actor, at, engaged)
 

@@ -316,6 +316,7 @@ class _Step:
     """Folding one event: its context, and the operations every rule is built from."""
 
     __slots__ = (
+        "actor",
         "at",
         "c",
         "changes",
@@ -343,6 +344,8 @@ class _Step:
         self.changes = changes
         self.delivered = delivered
         self.event = cast(AnyEvent, delivered.event)
+        # The member acting; None for automation and for an anonymous reaction's placeholder.
+        self.actor = acting_member(self.event)
         self.c = self.event.community
         self.at = self.event.occurred_at
         self.day: date = self.at.date()
@@ -396,11 +399,11 @@ class _Step:
         wanted = rule.post if tk == "post" else rule.reply
         author_points = self._award(author, wanted, f"{kind}.{tk}", item, capped=rule.capped)
         # An anonymous voter (a placeholder, not a member) pays nothing and gives nothing.
-        cost = 0 if event.anonymous else rule.voter_post if tk == "post" else rule.voter_reply
+        cost = 0 if self.actor is None else rule.voter_post if tk == "post" else rule.voter_reply
         voter_capped = rule.capped and self.rules.voter_cost_counts_toward_cap
         voter_points = self._award(voter, cost, f"{kind}.{tk}.voter", item, capped=voter_capped)
         if kind in self.rules.positive_reactions:
-            if not event.anonymous:
+            if self.actor is not None:
                 given = self._member(voter)["reactions_given"]
                 self._set(voter, reactions_given=given + 1)
             received = self._member(author)["reactions_received"]
@@ -434,7 +437,7 @@ class _Step:
         if row["voter_points"]:
             self._undo(voter, row["voter_points"], row["voter_counted"], row["day"], item)
         if kind in self.rules.positive_reactions:
-            if not event.anonymous:
+            if self.actor is not None:
                 given = self._member(voter)["reactions_given"]
                 self._set(voter, reactions_given=max(0, given - 1))
             received = self._member(author)["reactions_received"]
@@ -482,7 +485,7 @@ class _Step:
 
     def _activity(self) -> None:
         """Count the UTC day of the event as a day the actor was active."""
-        actor = acting_member(self.event)
+        actor = self.actor
         if actor is None:
             return
         row = self._member(actor)
