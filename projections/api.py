@@ -2,7 +2,7 @@
 
 A projection never touches the database or the clock. The engine hands it a batch of decoded
 events with their stream sequences; it names the rows it needs to read (:meth:`Projection.reads`,
-then, from those rows, :meth:`Projection.reads_after`), and folds the batch into
+then, from those rows, :meth:`Projection.reads_after`, round after round), and folds the batch into
 :class:`~projections.changes.Changes` (:meth:`Projection.fold`). The engine loads those rows,
 applies the changes and the checkpoint in one transaction.
 """
@@ -53,12 +53,14 @@ class Projection(ABC):
     def reads_after(
         self, batch: Sequence[Delivered], loaded: Mapping[str, Mapping[Key, Row | None]]
     ) -> Mapping[str, Iterable[Key]]:
-        """More rows to read, named by rows of the first round; none by default.
+        """More rows to read, named by rows loaded already; none by default.
 
-        ``loaded`` holds the rows :meth:`reads` asked for, as stored before this batch (None for
-        a key without a row). Use it for keys a row holds rather than an event: the author stored
-        on a post's row, the voters stored on a reply's row. Rows loaded already are not loaded
-        again; the fold can read both rounds' rows with ``Changes.get``.
+        ``loaded`` holds the rows asked for so far, as stored before this batch (None for a key
+        without a row). Use it for keys a row holds rather than an event: the author stored on a
+        post's row, the voters stored on a reply's row. The engine loads the keys not loaded yet
+        and asks again, with those rows added, until no new key is named (a chain: a post's row
+        names its replies, a reply's row its voters). Rows loaded already are not loaded again;
+        the fold reads every round's rows with ``Changes.get``.
         """
         return {}
 

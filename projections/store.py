@@ -33,6 +33,8 @@ from projections.errors import DatabaseError, ProjectionError
 from projections.infra import INFRA, checkpoints, dead_letters, generations
 
 _KEY_CHUNK = 500
+_READ_ROUNDS = 16
+"""At most this many rounds of ``Projection.reads_after`` per batch: more is a projection bug."""
 _JSON = msgspec.json.Encoder()
 
 
@@ -674,14 +676,22 @@ class ProjectionStore:
 
     def _fold_and_write(self, conn: Connection, gen: Generation, batch: list[Delivered]) -> None:
         loaded = self._load(conn, gen, self.projection.reads(batch))
-        more = self.projection.reads_after(batch, loaded)
-        if more:
-            missing = {
-                table: [k for k in keys if k not in loaded.get(table, {})]
-                for table, keys in more.items()
-            }
+        for _ in range(_READ_ROUNDS):
+            missing: dict[str, list[Key]] = {}
+            for table, keys in self.projection.reads_after(batch, loaded).items():
+                have = loaded.get(table, {})
+                new = [k for k in keys if k not in have]
+                if new:
+                    missing[table] = new
+            if not missing:
+                break
             for table, rows in self._load(conn, gen, missing).items():
                 loaded.setdefault(table, {}).update(rows)
+        else:
+            raise ProjectionError(
+                f"{self.projection.name}.reads_after still names new rows after "
+                f"{_READ_ROUNDS} rounds"
+            )
         changes = Changes(gen.specs, loaded)
         self.projection.fold(batch, changes)
         self._write(conn, gen, changes)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from events import CODEC, PostCreated, ReactionAdded, derived_event_id
+from events import CODEC, PostCreated, ReactionAdded, ReplyCreated, derived_event_id
 from events.catalogue import AnyEvent
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row
@@ -153,4 +153,149 @@ def test_without_the_second_round_the_fold_cannot_read_the_author(tmp_path: Path
         store.apply(1, 0, 3, messages[3:])
     assert isinstance(failed.value.error, KeyError)
     assert "was not requested" in str(failed.value.error)
+    engine.dispose()
+
+
+class Roots(Projection):
+    """A reaction to a reply credits the author of the reply's *root post*, found by following
+    the parents stored on each reply's row: one more load round per level of the thread."""
+
+    name = "roots"
+    version = 1
+
+    def define_tables(self, metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table]:
+        return {
+            "nodes": sa.Table(
+                table_name("nodes"),
+                metadata,
+                sa.Column("node", sa.String, primary_key=True),
+                sa.Column("parent", sa.String),
+                sa.Column("author", sa.String, nullable=False),
+            ),
+            "karma": sa.Table(
+                table_name("karma"),
+                metadata,
+                sa.Column("member", sa.String, primary_key=True),
+                sa.Column("points", sa.Integer, nullable=False, default=0),
+            ),
+        }
+
+    def reads(self, batch: Sequence[Delivered]) -> Mapping[str, Iterable[Key]]:
+        return {"nodes": [(e.target,) for e in _reactions(batch)]}
+
+    def reads_after(
+        self, batch: Sequence[Delivered], loaded: Mapping[str, Mapping[Key, Row | None]]
+    ) -> Mapping[str, Iterable[Key]]:
+        rows = [row for row in loaded["nodes"].values() if row is not None]
+        # Nodes created in this batch are not stored: theirs come from the events.
+        created = [
+            (d.event.reply, d.event.parent or d.event.post, d.event.actor)
+            for d in batch
+            if isinstance(d.event, ReplyCreated)
+        ]
+        created += [
+            (d.event.post, None, d.event.actor) for d in batch if isinstance(d.event, PostCreated)
+        ]
+        parents = [(r["parent"],) for r in rows if r["parent"] is not None]
+        parents += [(parent,) for _, parent, _ in created if parent is not None]
+        authors = [(r["author"],) for r in rows] + [(author,) for _, _, author in created]
+        return {"nodes": parents, "karma": authors}
+
+    def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
+        for delivered in batch:
+            event: AnyEvent = delivered.event  # type: ignore[assignment]
+            match event:
+                case PostCreated():
+                    changes.put("nodes", (event.post,), parent=None, author=event.actor)
+                case ReplyCreated():
+                    parent = event.parent or event.post
+                    changes.put("nodes", (event.reply,), parent=parent, author=event.actor)
+                case ReactionAdded():
+                    node = changes.get("nodes", (event.target,))
+                    while node is not None and node["parent"] is not None:
+                        node = changes.get("nodes", (node["parent"],))
+                    if node is not None:
+                        changes.add("karma", (node["author"],), points=1)
+                case _:
+                    pass
+
+
+def _thread() -> list[AnyEvent]:
+    """A post by ann, a chain of replies four deep, and a like on the deepest reply."""
+    at = iter(T0 + timedelta(minutes=i) for i in range(100))
+    out: list[AnyEvent] = [
+        PostCreated(
+            id=derived_event_id("roots", "post"),
+            community="c1",
+            actor="ann",
+            occurred_at=next(at),
+            post="p",
+            title="t",
+        )
+    ]
+    parent: str | None = None
+    for depth, author in enumerate(["bob", "cy", "dee", "eve"]):
+        out.append(
+            ReplyCreated(
+                id=derived_event_id("roots", "reply", str(depth)),
+                community="c1",
+                actor=author,
+                occurred_at=next(at),
+                reply=f"r{depth}",
+                post="p",
+                post_author="ann",
+                parent=parent,
+            )
+        )
+        parent = f"r{depth}"
+    out.append(
+        ReactionAdded(
+            id=derived_event_id("roots", "like"),
+            community="c1",
+            actor="fay",
+            occurred_at=next(at),
+            target="r3",
+            target_kind="reply",
+            target_author="eve",
+            kind="like",
+            post="p",
+        )
+    )
+    return out
+
+
+def test_rows_named_by_rows_of_later_rounds_are_loaded_too(tmp_path: Path) -> None:
+    """The like's reply names its parent, which names its parent...: five rounds in all."""
+    messages = [
+        RawMessage(seq, f"agora.c1.{e.TYPE}", CODEC.encode(e), seq)
+        for seq, e in enumerate(_thread(), start=1)
+    ]
+    for split in (len(messages) - 1, 1):  # the thread stored before the like; one event a batch
+        engine = create_engine(f"sqlite:///{tmp_path}/roots{split}.db")
+        store = ProjectionStore(engine, Roots())
+        store.ensure(1)
+        last = store.apply(1, 0, 0, messages[:split]).last_seq
+        for message in messages[split:]:
+            last = store.apply(1, 0, last, [message]).last_seq
+        with engine.connect() as conn:
+            karma = dict(conn.execute(sa.text("SELECT member, points FROM karma__g1")).all())
+        engine.dispose()
+        assert karma == {"ann": 1}
+
+
+def test_a_fold_whose_reads_never_settle_is_paused_with_the_reason(tmp_path: Path) -> None:
+    class Endless(Karma):
+        def reads_after(
+            self, batch: Sequence[Delivered], loaded: Mapping[str, Mapping[Key, Row | None]]
+        ) -> Mapping[str, Iterable[Key]]:
+            return {"karma": [(f"m{len(loaded.get('karma', {}))}",)]}
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'endless'}.db")
+    store = ProjectionStore(engine, Endless())
+    store.ensure(1)
+    first = _events()[0]
+    with pytest.raises(FoldFailed) as failed:
+        store.apply(1, 0, 0, [RawMessage(1, f"agora.c1.{first.TYPE}", CODEC.encode(first), 1)])
+    assert "still names new rows after 16 rounds" in str(failed.value)
+    assert store.checkpoint(1) == 0
     engine.dispose()
