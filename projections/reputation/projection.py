@@ -13,8 +13,13 @@ What the fold keeps besides members and the ledger:
   ``reaction.removed`` takes back exactly those;
 * ``holdings``: per content item and member, the points the member holds from it, so a deletion or
   a moderator's removal takes them back;
-* ``content``: per post or reply, whether it is deleted (no more points on it) and which reply is
-  accepted;
+* ``content``: per post or reply, whether it is deleted (no more points on it), who holds points on
+  it, and for a post its replies holding points and its accepted reply (with the answerer and the
+  asker's bonus, so a move of the accept takes the first answer's points back).
+
+A deletion reverses every holder of the item, not only its author (a downvoter's cost is
+refunded), and a deleted post takes its replies with it. The holders are stored on the item's
+row: :meth:`ReputationProjection.reads_after` names their rows from it (see :func:`_need_after`).
 * ``trust``: one row per change of a member's trust level.
 """
 
@@ -47,14 +52,16 @@ from events.catalogue import (
 )
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
-from projections.changes import Changes, Key
+from projections.changes import Changes, Key, Row
 from projections.reputation.rules import APPROVING, DEFAULT, STACKEXCHANGE, RuleSet
 from projections.reputation.trust import Standing, trust_level
 
-FOLD_REVISION: Final = 2
+FOLD_REVISION: Final = 3
 """Bump when the fold or the tables change meaning: every rule set's projection is rebuilt.
 
-2: an anonymous reaction's placeholder voter is not a member (no row, no cost, no activity)."""
+2: an anonymous reaction's placeholder voter is not a member (no row, no cost, no activity).
+3: a deletion reverses every holder of the item and of a deleted post's replies; a moved accept
+takes the first answerer's points back; the asker's bonus is held on the accepted reply."""
 
 _ID = sa.String(64)
 
@@ -199,6 +206,28 @@ class ReputationProjection(Projection):
             sa.Column("reversed", sa.Boolean, nullable=False, default=False),
             sa.Column("deleted_seq", sa.BigInteger),
             sa.Column("accepted_reply", _ID, comment="for a post: its accepted reply"),
+            sa.Column("accepted_author", _ID, comment="for a post: its accepted reply's author"),
+            sa.Column(
+                "accept_bonus",
+                sa.Integer,
+                nullable=False,
+                default=0,
+                comment="for a post: the asker's points for accepting, held on the accepted reply",
+            ),
+            sa.Column(
+                "holders",
+                sa.Text,
+                nullable=False,
+                default="",
+                comment="members holding points on the item, space-separated, first first",
+            ),
+            sa.Column(
+                "replies",
+                sa.Text,
+                nullable=False,
+                default="",
+                comment="for a post: its replies holding points, space-separated",
+            ),
         )
         trust = sa.Table(
             table_name(t.trust),
@@ -235,6 +264,12 @@ class ReputationProjection(Projection):
             t.holdings: need.holdings,
             t.content: need.content,
         }
+
+    def reads_after(
+        self, batch: Sequence[Delivered], loaded: Mapping[str, Mapping[Key, Row | None]]
+    ) -> Mapping[str, Iterable[Key]]:
+        """The rows a deletion or a moved accept reaches through stored rows (holders, replies)."""
+        return _need_after(self.t, batch, loaded)
 
     def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
         """Fold ``batch`` event by event, in stream order."""
@@ -278,11 +313,9 @@ def _need(event: AnyEvent, need: _Need) -> None:
             pass
         case PostDeleted():
             need.members.append((c, event.author))
-            need.holdings.append((c, "post", event.post, event.author))
             need.content.append((c, "post", event.post))
         case ReplyDeleted():
             need.members.append((c, event.author))
-            need.holdings.append((c, "reply", event.reply, event.author))
             need.content.append((c, "reply", event.reply))
         case ReactionAdded() | ReactionRemoved():
             need.members.append((c, event.target_author))
@@ -299,10 +332,104 @@ def _need(event: AnyEvent, need: _Need) -> None:
         case ModerationDecided():
             need.members.append((c, event.target_author))
             if event.target_kind != "member":
-                need.holdings.append((c, event.target_kind, event.target, event.target_author))
                 need.content.append((c, event.target_kind, event.target))
         case _:
             assert_never(event)
+
+
+def _need_after(
+    t: Tables, batch: Sequence[Delivered], loaded: Mapping[str, Mapping[Key, Row | None]]
+) -> dict[str, list[Key]]:
+    """The rows reached through stored rows. Mirrors :meth:`_Step._delete` and ``_accepted``.
+
+    A deleted item's holders (and a deleted post's replies, and their holders) are listed on
+    the rows loaded so far, plus those this batch's own events may add; a moved accept needs
+    the first accepted reply and its author, stored on the post's row. The engine asks again
+    with the rows named here loaded, until nothing new is named.
+    """
+    deleted: list[Key] = []
+    accepted: list[Key] = []
+    for delivered in batch:
+        event = cast(AnyEvent, delivered.event)
+        match event:
+            case PostDeleted():
+                deleted.append((event.community, "post", event.post))
+            case ReplyDeleted():
+                deleted.append((event.community, "reply", event.reply))
+            case ModerationDecided() if event.decision == "remove":
+                if event.target_kind != "member":
+                    deleted.append((event.community, event.target_kind, event.target))
+            case AnswerAccepted():
+                accepted.append((event.community, "post", event.post))
+            case _:
+                pass
+    if not deleted and not accepted:
+        return {}
+    content = loaded.get(t.content, {})
+    rows: list[Key] = []
+    holdings: list[Key] = []
+    members: list[Key] = []
+    for c, _, post in accepted:
+        row = content.get((c, "post", post))
+        if row is not None and row["accepted_reply"] is not None:
+            rows.append((c, "reply", row["accepted_reply"]))
+            if row["accepted_author"] is not None:
+                members.append((c, row["accepted_author"]))
+    if deleted:
+        holders, replies = _batch_holders(batch)
+        for key in deleted:
+            c, kind, item = key
+            row = content.get(key)
+            items = [key]
+            if kind == "post":
+                stored = [] if row is None else row["replies"].split()
+                items += [(c, "reply", r) for r in stored + replies.get((c, item), [])]
+            for each in items:
+                row = content.get(each)
+                if row is None:
+                    rows.append(each)  # asked for: if it exists, its holders come next round
+                for member in ([] if row is None else row["holders"].split()) + holders.get(
+                    each, []
+                ):
+                    holdings.append((*each, member))
+                    members.append((c, member))
+    return {t.content: rows, t.holdings: holdings, t.members: members}
+
+
+def _batch_holders(
+    batch: Sequence[Delivered],
+) -> tuple[dict[Key, list[str]], dict[Key, list[str]]]:
+    """Who this batch's events may make holders of which item, and which replies of a post."""
+    holders: dict[Key, list[str]] = {}
+    replies: dict[Key, list[str]] = {}
+    for delivered in batch:
+        event = cast(AnyEvent, delivered.event)
+        match event:
+            case ReactionAdded() | ReactionRemoved():
+                c = event.community
+                members = (
+                    [event.target_author] if event.anonymous else [event.target_author, event.actor]
+                )
+                holders.setdefault((c, event.target_kind, event.target), []).extend(members)
+                if event.target_kind == "reply" and event.post is not None:
+                    replies.setdefault((c, event.post), []).append(event.target)
+            case AnswerAccepted():
+                c = event.community
+                members = [event.reply_author, event.post_author]
+                holders.setdefault((c, "reply", event.reply), []).extend(members)
+                replies.setdefault((c, event.post), []).append(event.reply)
+            case _:
+                pass
+    return holders, replies
+
+
+def _listed(names: str, name: str) -> bool:
+    """Whether ``name`` is in a space-separated list (ids never contain a space)."""
+    return f" {name} " in f" {names} "
+
+
+def _appended(names: str, name: str) -> str:
+    return f"{names} {name}" if names else name
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -370,9 +497,9 @@ class _Step:
                     row = self._member(event.actor)
                     self._set(event.actor, contributions=row["contributions"] + 1)
             case PostDeleted():
-                self._delete("post", event.post, event.author, self.rules.reverse_on_delete)
+                self._delete("post", event.post, self.rules.reverse_on_delete)
             case ReplyDeleted():
-                self._delete("reply", event.reply, event.author, self.rules.reverse_on_delete)
+                self._delete("reply", event.reply, self.rules.reverse_on_delete)
             case ReactionAdded():
                 self._reaction_added(event)
             case ReactionRemoved():
@@ -431,11 +558,12 @@ class _Step:
         self.changes.delete(self.t.reactions, key)
         item = (tk, event.target)
         content = self.changes.peek(self.t.content, (self.c, tk, event.target))
-        reversed_already = content is not None and content["reversed"]
-        if row["author_points"] and not reversed_already:
-            self._undo(author, row["author_points"], row["author_counted"], row["day"], item)
-        if row["voter_points"]:
-            self._undo(voter, row["voter_points"], row["voter_counted"], row["day"], item)
+        # A reversed item's deletion took back what the reaction moved, the voter's cost too.
+        if content is None or not content["reversed"]:
+            if row["author_points"]:
+                self._undo(author, row["author_points"], row["author_counted"], row["day"], item)
+            if row["voter_points"]:
+                self._undo(voter, row["voter_points"], row["voter_counted"], row["day"], item)
         if kind in self.rules.positive_reactions:
             if self.actor is not None:
                 given = self._member(voter)["reactions_given"]
@@ -454,20 +582,46 @@ class _Step:
         previous = None if post is None else post["accepted_reply"]
         if previous == event.reply:
             return  # accepted already
-        self._award(answerer, self.rules.accepted_answer, "accept.answer", ("reply", event.reply))
+        if previous is not None:
+            first = self.changes.peek(self.t.content, (self.c, "reply", previous))
+            if first is not None and first["deleted"]:
+                previous = None  # deleting the accepted reply took the accept with it
+        item = ("reply", event.reply)
+        bonus = 0
+        if previous is not None:
+            assert post is not None
+            # A move: the first answerer's points go; the asker's bonus follows the accept.
+            answered = post["accepted_author"]
+            points = self.rules.accepted_answer
+            if answered is not None and points:
+                self._apply(answered, -points, -points, "accept.moved", ("reply", previous))
+                self.changes.add(
+                    self.t.holdings, (self.c, "reply", previous, answered), points=-points
+                )
+            bonus = int(post["accept_bonus"])
+            if bonus:
+                self.changes.add(self.t.holdings, (self.c, "reply", previous, asker), points=-bonus)
+        self._award(answerer, self.rules.accepted_answer, "accept.answer", item)
         if previous is None and event.actor == asker:
             # The asker's bonus is for closing the question: once per post, kept on a move.
-            self._award(
-                asker, self.rules.accepted_answer_accepter, "accept.accepter", ("post", event.post)
-            )
-        self.changes.put(self.t.content, post_key, accepted_reply=event.reply)
+            bonus = self._award(asker, self.rules.accepted_answer_accepter, "accept.accepter", item)
+        elif bonus:
+            self.changes.add(self.t.holdings, (self.c, *item, asker), points=bonus)
+            self._hold(item, asker)
+        self.changes.put(
+            self.t.content,
+            post_key,
+            accepted_reply=event.reply,
+            accepted_author=answerer,
+            accept_bonus=bonus,
+        )
 
     def _decided(self, event: ModerationDecided) -> None:
         author, kind = event.target_author, event.target_kind
         if event.decision not in APPROVING or author == SYSTEM_ACTOR:
             return
         if event.decision == "remove" and kind != "member":
-            self._delete(kind, event.target, author, self.rules.reverse_on_remove)
+            self._delete(kind, event.target, self.rules.reverse_on_remove)
         if event.actor == author:
             return  # a moderator deciding on their own content: no penalty, no record
         penalty = self.rules.report_upheld.get(event.decision, 0)
@@ -556,7 +710,32 @@ class _Step:
             self.changes.add(self.t.days, (self.c, member, self.day), vote_points=applied)
         if item is not None and applied:
             self.changes.add(self.t.holdings, (self.c, *item, member), points=applied)
+            self._hold(item, member)
         return applied
+
+    def _hold(self, item: tuple[str, str], member: str) -> None:
+        """List ``member`` among the item's holders, and a reply among its post's replies."""
+        key = (self.c, *item)
+        row = self.changes.peek(self.t.content, key)
+        holders = "" if row is None else row["holders"]
+        if _listed(holders, member):
+            return
+        self.changes.put(self.t.content, key, holders=_appended(holders, member))
+        kind, reply = item
+        if kind != "reply" or holders:
+            return
+        match self.event:
+            case ReactionAdded() | ReactionRemoved() | AnswerAccepted():
+                post = self.event.post
+            case _:
+                post = None
+        if post is None:
+            return  # a reaction that does not name its post: the post cannot list the reply
+        post_key = (self.c, "post", post)
+        topic = self.changes.peek(self.t.content, post_key)
+        replies = "" if topic is None else topic["replies"]
+        if not _listed(replies, reply):
+            self.changes.put(self.t.content, post_key, replies=_appended(replies, reply))
 
     def _undo(
         self, member: str, points: int, counted: int, day: date, item: tuple[str, str]
@@ -568,22 +747,42 @@ class _Step:
             # The day of the reaction gets its room back; that row may not have been read.
             self.changes.add(self.t.days, (self.c, member, day), vote_points=-counted)
 
-    def _delete(self, kind: str, item: str, author: str, reverse: bool) -> None:
-        """Mark an item deleted (no more points on it) and take back what its author holds."""
+    def _delete(self, kind: str, item: str, reverse: bool) -> None:
+        """Mark an item deleted (no more points on it) and take back what everybody holds on it.
+
+        A post goes with its replies: theirs are taken back too, and they are marked deleted.
+        """
         key = (self.c, kind, item)
         content = self.changes.peek(self.t.content, key)
         if content is not None and content["deleted"]:
             return
-        self.changes.put(
-            self.t.content, key, deleted=True, reversed=reverse, deleted_seq=self.delivered.seq
-        )
-        if not reverse or author == SYSTEM_ACTOR:
+        holders = "" if content is None else content["holders"]
+        replies = "" if content is None or kind != "post" else content["replies"]
+        seq = self.delivered.seq
+        self.changes.put(self.t.content, key, deleted=True, reversed=reverse, deleted_seq=seq)
+        if not reverse:
             return
-        held_key = (self.c, kind, item, author)
-        held = self.changes.peek(self.t.holdings, held_key)
-        if held is not None and held["points"]:
-            points = int(held["points"])
-            self._apply(author, -points, -points, f"reversal.{self.event.TYPE}", (kind, item))
+        self._reverse(kind, item, holders)
+        for reply in replies.split():
+            reply_key = (self.c, "reply", reply)
+            row = self.changes.peek(self.t.content, reply_key)
+            if row is not None and row["deleted"]:
+                continue
+            self.changes.put(
+                self.t.content, reply_key, deleted=True, reversed=True, deleted_seq=seq
+            )
+            self._reverse("reply", reply, "" if row is None else row["holders"])
+
+    def _reverse(self, kind: str, item: str, holders: str) -> None:
+        """Take back the points each of ``holders`` holds on the item (above the floor)."""
+        for member in holders.split():
+            held_key = (self.c, kind, item, member)
+            held = self.changes.peek(self.t.holdings, held_key)
+            if held is None:
+                continue
+            if held["points"]:
+                points = int(held["points"])
+                self._apply(member, -points, -points, f"reversal.{self.event.TYPE}", (kind, item))
             self.changes.delete(self.t.holdings, held_key)
 
     def _apply(

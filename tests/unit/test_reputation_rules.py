@@ -385,20 +385,68 @@ def test_deleting_an_upvoted_answer_takes_its_points_back(town: Town) -> None:
     assert beer.score("ale") == 11
 
 
-def test_deleting_a_question_takes_back_its_votes_and_ends_voting_on_its_answers(
-    town: Town,
-) -> None:
+def test_deleting_a_question_takes_back_its_votes_and_its_answers_points(town: Town) -> None:
     beer = town()
-    beer.joins("asker", "ale", "v1")
+    beer.joins("asker", "ale", "bob", "v1", "v2")
     beer.asks("asker", "q1")
     beer.answers("ale", "q1", "a1")
+    beer.answers("bob", "q1", "b1")
     beer.upvote("v1", "q1")
-    beer.upvote("v1", "a1")
-    beer.deletes("q1", by="mod")
-    assert beer.score("asker") == 1
-    beer.upvote("asker", "a1")
+    beer.upvote(["v1", "v2"], "a1")
+    beer.downvote("v2", "b1")
     beer.accepts("a1")
-    assert beer.score("ale") == 1 + 10  # answers keep their points (see docs/reputation.md)
+    assert (beer.score("asker"), beer.score("ale"), beer.score("bob")) == (8, 36, 1)
+    assert beer.score("v2") == 0 + 1  # 1, -1 for downvoting an answer (at the floor: 1)
+    beer.deletes("q1", by="mod")
+    # The question goes with its answers: every point earned on any of them is taken back.
+    assert (beer.score("asker"), beer.score("ale"), beer.score("bob")) == (1, 1, 1)
+    assert beer.ledger("ale")[-1] == ("reversal.post.deleted", -35, -35, 1)
+    assert beer.ledger("asker")[-2:] == [
+        ("reversal.post.deleted", -5, -5, 3),  # the question's upvote
+        ("reversal.post.deleted", -2, -2, 1),  # the bonus for accepting a1
+    ]
+    beer.upvote("asker", "a1")  # voting on a deleted question's answers earns nothing
+    beer.accepts("b1")
+    beer.withdraws("v1", "a1")  # and withdrawing a vote takes nothing twice
+    assert (beer.score("asker"), beer.score("ale"), beer.score("bob")) == (1, 1, 1)
+    beer.check_ledger()
+
+
+def test_a_deleted_answer_refunds_its_downvoters(town: Town) -> None:
+    beer = town()
+    beer.joins("asker", "ale", "v1", "v2")
+    beer.asks("asker", "q1")
+    beer.answers("ale", "q1", "a1")
+    beer.upvote(["v1", "v2"], "q1")  # v1 and v2 reach 1 + 0; the asker 11
+    beer.upvote("asker", "a1")
+    beer.downvote(["v1", "v2"], "a1")
+    assert beer.ledger("v1")[-1] == ("downvote.reply.voter", -1, 0, 1)  # at the floor already
+    beer.upvote("ale", "q1")
+    beer.downvote("asker", "a1")
+    assert beer.score("asker") == 1 + 15 - 1
+    beer.deletes("a1", by="ale")
+    assert beer.score("asker") == 1 + 15  # the downvote's -1 comes back
+    assert beer.ledger("asker")[-1] == ("reversal.reply.deleted", 1, 1, 16)
+    assert beer.score("v1") == 1  # v1 paid nothing (the floor), so nothing comes back
+    assert beer.score("ale") == 1
+    beer.withdraws("asker", "a1", "downvote")  # the refund is not paid twice
+    assert beer.score("asker") == 16
+    beer.check_ledger()
+
+
+def test_deleting_the_accepted_answer_takes_the_askers_bonus_back(town: Town) -> None:
+    beer = town()
+    beer.joins("asker", "ale")
+    beer.asks("asker", "q1")
+    beer.answers("ale", "q1", "a1")
+    beer.accepts("a1")
+    assert (beer.score("asker"), beer.score("ale")) == (3, 16)
+    beer.deletes("a1")
+    assert (beer.score("asker"), beer.score("ale")) == (1, 1)
+    assert beer.ledger("asker")[-1] == ("reversal.reply.deleted", -2, -2, 1)
+    beer.answers("ale", "q1", "a2")
+    beer.accepts("a2")  # a new accept after the accepted answer was deleted pays both again
+    assert (beer.score("asker"), beer.score("ale")) == (3, 16)
 
 
 def test_a_reversal_is_cut_short_at_the_floor(town: Town) -> None:
@@ -525,8 +573,13 @@ def test_a_second_accept_moves_the_15_but_the_asker_is_paid_once(town: Town) -> 
     beer.accepts("b1")
     assert beer.score("asker") == 1 + 2
     assert beer.score("bob") == 1 + 15
-    # Taking a1's 15 back needs the engine to read rows named by rows (docs/reputation.md).
-    assert beer.score("ale") == 1 + 15
+    assert beer.score("ale") == 1
+    assert beer.ledger("ale")[-1] == ("accept.moved", -15, -15, 1)
+    beer.deletes("a1")  # the answer no longer accepted: nothing more to take
+    assert (beer.score("asker"), beer.score("ale")) == (3, 1)
+    beer.deletes("b1")  # the accepted one: the asker's bonus followed the accept to it
+    assert (beer.score("asker"), beer.score("bob")) == (1, 1)
+    beer.check_ledger()
 
 
 def test_staff_accepting_an_answer_pays_the_answerer_only(town: Town) -> None:
