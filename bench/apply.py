@@ -47,7 +47,7 @@ def _timed_store(engine: Any, projection: Any, clock: _Clock) -> Any:
     """A ProjectionStore whose load and write, and a projection whose reads and fold, are timed."""
     from projections.store import ProjectionStore
 
-    reads, fold = projection.reads, projection.fold
+    reads, reads_after, fold = projection.reads, projection.reads_after, projection.fold
 
     def timed_reads(batch: Sequence[Any]) -> Mapping[str, Iterable[Any]]:
         with clock.part("reads"):
@@ -55,11 +55,17 @@ def _timed_store(engine: Any, projection: Any, clock: _Clock) -> Any:
             # Key lists are often generators or lazy views: count building them here.
             return {table: list(keys) for table, keys in wanted.items()}
 
+    def timed_reads_after(batch: Sequence[Any], loaded: Any) -> Mapping[str, Iterable[Any]]:
+        with clock.part("reads"):
+            wanted = reads_after(batch, loaded)
+            return {table: list(keys) for table, keys in wanted.items()}
+
     def timed_fold(batch: Sequence[Any], changes: Any) -> None:
         with clock.part("fold"):
             fold(batch, changes)
 
-    projection.reads, projection.fold = timed_reads, timed_fold
+    projection.reads, projection.reads_after = timed_reads, timed_reads_after
+    projection.fold = timed_fold
 
     class Timed(ProjectionStore):
         def _load(self, *args: Any) -> Any:

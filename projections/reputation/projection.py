@@ -38,6 +38,7 @@ from events.catalogue import (
     ContentHidden,
     ContentReported,
     ContentRestored,
+    Event,
     MemberJoined,
     MemberLeft,
     ModerationDecided,
@@ -349,78 +350,104 @@ def _need_after(
     """
     deleted: list[Key] = []
     accepted: list[Key] = []
+    # By exact type, not `match`: this runs over the whole batch once per load round.
     for delivered in batch:
-        event = cast(AnyEvent, delivered.event)
-        match event:
-            case PostDeleted():
-                deleted.append((event.community, "post", event.post))
-            case ReplyDeleted():
-                deleted.append((event.community, "reply", event.reply))
-            case ModerationDecided() if event.decision == "remove":
-                if event.target_kind != "member":
-                    deleted.append((event.community, event.target_kind, event.target))
-            case AnswerAccepted():
-                accepted.append((event.community, "post", event.post))
-            case _:
-                pass
+        event = delivered.event
+        kind = type(event)
+        if kind not in _REACHING:
+            continue
+        if kind is PostDeleted:
+            deleted.append((event.community, "post", cast(PostDeleted, event).post))
+        elif kind is ReplyDeleted:
+            deleted.append((event.community, "reply", cast(ReplyDeleted, event).reply))
+        elif kind is AnswerAccepted:
+            accepted.append((event.community, "post", cast(AnswerAccepted, event).post))
+        else:
+            decided = cast(ModerationDecided, event)
+            if decided.decision == "remove" and decided.target_kind != "member":
+                deleted.append((event.community, decided.target_kind, decided.target))
     if not deleted and not accepted:
         return {}
     content = loaded.get(t.content, {})
     rows: list[Key] = []
     holdings: list[Key] = []
     members: list[Key] = []
-    for c, _, post in accepted:
-        row = content.get((c, "post", post))
+    for key in accepted:
+        row = content.get(key)
         if row is not None and row["accepted_reply"] is not None:
-            rows.append((c, "reply", row["accepted_reply"]))
+            rows.append((key[0], "reply", row["accepted_reply"]))
             if row["accepted_author"] is not None:
-                members.append((c, row["accepted_author"]))
-    if deleted:
-        holders, replies = _batch_holders(batch)
-        for key in deleted:
-            c, kind, item = key
-            row = content.get(key)
-            items = [key]
-            if kind == "post":
-                stored = [] if row is None else row["replies"].split()
-                items += [(c, "reply", r) for r in stored + replies.get((c, item), [])]
-            for each in items:
-                row = content.get(each)
-                if row is None:
-                    rows.append(each)  # asked for: if it exists, its holders come next round
-                for member in ([] if row is None else row["holders"].split()) + holders.get(
-                    each, []
-                ):
-                    holdings.append((*each, member))
-                    members.append((c, member))
+                members.append((key[0], row["accepted_author"]))
+    items: list[Key] = []
+    for key in deleted:
+        items.append(key)
+        row = content.get(key)
+        if key[1] == "post" and row is not None:
+            items += [(key[0], "reply", reply) for reply in row["replies"].split()]
+    if not items:
+        return {t.content: rows, t.members: members}
+    holders = _batch_holders(batch, {key[2] for key in deleted}, items)
+    for key in items:
+        if key[1] == "post":
+            items += holders.replies.get(key, [])  # replies this batch lists on a deleted post
+    for key in items:
+        row = content.get(key)
+        stored = [] if row is None else row["holders"].split()
+        if row is None:
+            rows.append(key)  # asked for: if it exists, its holders come next round
+        for member in stored + holders.members.get(key, []):
+            holdings.append((*key, member))
+            members.append((key[0], member))
     return {t.content: rows, t.holdings: holdings, t.members: members}
 
 
-def _batch_holders(
-    batch: Sequence[Delivered],
-) -> tuple[dict[Key, list[str]], dict[Key, list[str]]]:
-    """Who this batch's events may make holders of which item, and which replies of a post."""
-    holders: dict[Key, list[str]] = {}
-    replies: dict[Key, list[str]] = {}
+_REACHING: frozenset[type[Event]] = frozenset(
+    {PostDeleted, ReplyDeleted, AnswerAccepted, ModerationDecided}
+)
+_CREDITING: frozenset[type[Event]] = frozenset({ReactionAdded, ReactionRemoved, AnswerAccepted})
+
+
+@dataclass(slots=True)
+class _BatchHolders:
+    members: dict[Key, list[str]] = field(default_factory=dict)
+    replies: dict[Key, list[Key]] = field(default_factory=dict)
+
+
+def _batch_holders(batch: Sequence[Delivered], ids: set[str], items: list[Key]) -> _BatchHolders:
+    """Who this batch's events may make holders of ``items``, and which replies of a deleted post.
+
+    ``ids`` are the deleted posts' and replies' ids: only events that touch one are looked at.
+    """
+    wanted = set(items)
+    found = _BatchHolders()
     for delivered in batch:
-        event = cast(AnyEvent, delivered.event)
-        match event:
-            case ReactionAdded() | ReactionRemoved():
-                c = event.community
-                members = (
-                    [event.target_author] if event.anonymous else [event.target_author, event.actor]
+        event = delivered.event
+        kind = type(event)
+        if kind not in _CREDITING:
+            continue
+        c = event.community
+        if kind is AnswerAccepted:
+            accept = cast(AnswerAccepted, event)
+            if accept.post in ids or accept.reply in ids:
+                reply = (c, "reply", accept.reply)
+                found.members.setdefault(reply, []).extend(
+                    [accept.reply_author, accept.post_author]
                 )
-                holders.setdefault((c, event.target_kind, event.target), []).extend(members)
-                if event.target_kind == "reply" and event.post is not None:
-                    replies.setdefault((c, event.post), []).append(event.target)
-            case AnswerAccepted():
-                c = event.community
-                members = [event.reply_author, event.post_author]
-                holders.setdefault((c, "reply", event.reply), []).extend(members)
-                replies.setdefault((c, event.post), []).append(event.reply)
-            case _:
-                pass
-    return holders, replies
+                found.replies.setdefault((c, "post", accept.post), []).append(reply)
+            continue
+        reaction = cast(ReactionAdded | ReactionRemoved, event)
+        if reaction.target not in ids and reaction.post not in ids:
+            continue
+        target = (c, reaction.target_kind, reaction.target)
+        members = found.members.setdefault(target, [])
+        members.append(reaction.target_author)
+        if not reaction.anonymous:
+            members.append(reaction.actor)
+        if reaction.target_kind == "reply" and reaction.post is not None:
+            found.replies.setdefault((c, "post", reaction.post), []).append(target)
+    # Keep only what a deleted item (or a reply of a deleted post) can use.
+    found.members = {k: v for k, v in found.members.items() if k in wanted or k[1] == "reply"}
+    return found
 
 
 def _listed(names: str, name: str) -> bool:
