@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ from agora.config import Settings, env_name
 from agora.errors import AgoraError, ConfigError
 from agora.stack import Stack
 from services.ingest import IngestHandler, InvalidTokenConfig, add_replier, create_app, load_grants
+from services.serving import QuietServer, bind
 
 log = structlog.get_logger("agora.serve")
 
@@ -143,20 +144,10 @@ def service_names() -> list[str]:
     return sorted([*SERVICES, *RUNNERS])
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, leaving signals to the caller (who sets ``should_exit``)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        """Install no signal handler: the command's own handlers stop the service."""
-        yield
-
-
 def _listen(host: str, port: int) -> socket.socket:
     """Bind a listening socket (port 0: any free port)."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
+        return bind(host, port)
     except OSError as error:
         raise AgoraError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
@@ -240,7 +231,7 @@ async def _serve(
         timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
         lifespan="off",
     )
-    server = _Server(config)
+    server = QuietServer(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopped = asyncio.create_task(stop.wait())
     try:

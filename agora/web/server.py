@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 import uvicorn
 
 from agora.config import Settings
 from agora.errors import AgoraError
 from agora.web.api import create_app
+from services.serving import QuietServer
 
 
 class DashboardError(AgoraError):
     """The dashboard could not be served (the port is taken, the application failed to start)."""
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the caller owns the signals and says stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Leave the process's signal handling alone."""
-        yield
 
 
 async def serve_dashboard(
@@ -43,7 +33,7 @@ async def serve_dashboard(
         access_log=False,
         lifespan="on",
     )
-    server = _Server(config)
+    server = QuietServer(config)
     serving = asyncio.create_task(_serve(server))
     stopping = asyncio.create_task(stop.wait())
     try:

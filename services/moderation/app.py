@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,6 +24,7 @@ from services.moderation.http import create_app
 from services.moderation.messaging import register
 from services.moderation.reactor import DEFAULT_MAX_AGE, Reactor
 from services.moderation.readside import HideCandidates, QueueLookup
+from services.serving import QuietServer, bind
 
 _log = structlog.get_logger("services.moderation")
 
@@ -50,30 +50,6 @@ class Running:
     publisher: Publisher
     service: DecisionService
     reactor: Reactor | None
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the caller's ``stop`` event decides when to end."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Leave the process's signal handling alone."""
-        yield
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free port) for uvicorn."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 async def serve(
@@ -120,7 +96,7 @@ async def serve(
     config = uvicorn.Config(
         create_app(service, tokens), log_config=None, access_log=False, lifespan="off"
     )
-    server = _Server(config)
+    server = QuietServer(config)
     tasks: list[asyncio.Task[None]] = []
     halt = asyncio.Event()  # ends the reactor; the caller's ``stop`` is only read
     try:
