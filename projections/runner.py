@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -46,6 +47,8 @@ from projections.partitions import community_of_subject, partition_of
 from projections.store import Fenced, FoldFailed, FoldPolicy, ProjectionStore, RawMessage
 
 log = structlog.get_logger("agora.projections")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,9 @@ class Worker:
         self._gap = False
         self._paused = False
         self._detached: set[asyncio.Task[None]] = set()
+        # Writes running in a thread. Cancelling the worker cannot stop a thread: run() waits for
+        # them before its last status write, which a late "running" would otherwise overwrite.
+        self._writing: set[asyncio.Future[Any]] = set()
         self._sub: JetStreamContext.PushSubscription | None = None
         self._last_activity = time.monotonic()
         self._last_status = 0.0
@@ -324,6 +330,8 @@ class Worker:
             await self._unsubscribe()
             if self._detached:
                 await asyncio.gather(*self._detached, return_exceptions=True)
+            if self._writing:
+                await asyncio.gather(*self._writing, return_exceptions=True)
             if self.state is not WorkerState.PAUSED:
                 self.state = WorkerState.STOPPED
             if owner:  # a worker that only waited for the lock must not overwrite the owner's
@@ -428,7 +436,7 @@ class Worker:
                 # thread it competed with the receiving for the GIL and took twice as long.
                 outcome = self.store.apply(*args)
             else:
-                outcome = await asyncio.to_thread(self.store.apply, *args)
+                outcome = await self._write_in_thread(self.store.apply, *args)
         except FoldFailed as error:
             self.state = WorkerState.PAUSED
             self.error = str(error)
@@ -548,6 +556,16 @@ class Worker:
                 log.warning("writer lock lost", projection=self.name, partition=self.partition)
                 await self._recover_checkpoint()
 
+    async def _write_in_thread(self, write: Callable[..., _T], *args: Any) -> _T:
+        """Run a database write in a thread; if the worker is cancelled meanwhile, it goes on.
+
+        The caller sees the cancellation at once; :meth:`run` waits for the write to end.
+        """
+        future = asyncio.ensure_future(asyncio.to_thread(write, *args))
+        self._writing.add(future)
+        future.add_done_callback(self._writing.discard)
+        return await asyncio.shield(future)
+
     async def _write_status(self) -> None:
         self._last_status = time.monotonic()
         row = {
@@ -561,7 +579,7 @@ class Worker:
             "updated_at": datetime.now(UTC),
         }
         try:
-            await asyncio.to_thread(_upsert_status, self.store.engine, row)
+            await self._write_in_thread(_upsert_status, self.store.engine, row)
         except sa.exc.SQLAlchemyError as error:
             log.warning("status not written", error=str(error))
 

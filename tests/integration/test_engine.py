@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from support.engine import (
 from agora.embedded import EmbeddedNats
 from events import Event
 from events.publisher import Publisher, PublishStatus
+from projections import runner as runner_module
 from projections.api import Delivered
 from projections.changes import Changes
 from projections.counts import EventCounts
@@ -548,3 +550,42 @@ async def test_a_worker_whose_database_sessions_die_takes_its_writer_lock_again(
     finally:
         engine.dispose()
         admin.dispose()
+
+
+async def test_a_cancelled_worker_reports_stopped_after_its_slow_status_write(
+    js: JetStreamContext,
+    engine: sa.Engine,
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A retired generation's worker is cancelled by its supervisor. A status write it had begun
+    (in a thread, which cancelling cannot stop) must not land after its final "stopped".
+
+    The write of "running" is held, as a busy database would hold it, until the "stopped" write
+    is done or two seconds pass: a worker that does not wait for it ends with "running".
+    """
+    seqs = await publish(js, wires(make_events(50, seed=11)))
+    store = ProjectionStore(engine, EventCounts())
+    store.ensure(1)
+    real = runner_module._upsert_status
+    held = threading.Event()
+    release = threading.Event()
+
+    def slow_upsert(engine: sa.Engine, row: dict[str, object]) -> None:
+        if row["state"] == "stopped":
+            real(engine, row)
+            release.set()
+            return
+        if row["state"] == "running" and not held.is_set() and store.checkpoint(1) == seqs[-1]:
+            held.set()
+            release.wait(2.0)
+        real(engine, row)
+
+    monkeypatch.setattr(runner_module, "_upsert_status", slow_upsert)
+    worker = Worker(js, store, generation=1, settings=FAST)
+    _, task = start(running, worker)
+    await wait_until(held.is_set, 30, "a status write of 'running' to be under way")
+    task.cancel()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
+    [status] = read_status(engine, "event_counts")
+    assert status.worker_state == "stopped"
