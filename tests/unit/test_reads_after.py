@@ -24,6 +24,16 @@ T0 = datetime(2026, 5, 1, tzinfo=UTC)
 CAP = 2
 
 
+def _karma_table(metadata: sa.MetaData, table_name: TableNamer) -> sa.Table:
+    """Points per member: what both test projections credit."""
+    return sa.Table(
+        table_name("karma"),
+        metadata,
+        sa.Column("member", sa.String, primary_key=True),
+        sa.Column("points", sa.Integer, nullable=False, default=0),
+    )
+
+
 class Karma(Projection):
     """Posts remember their author; a reaction to a post gives its stored author a point, up to
     ``CAP``: crediting needs the author's row, known only from the post's row."""
@@ -39,12 +49,7 @@ class Karma(Projection):
                 sa.Column("post", sa.String, primary_key=True),
                 sa.Column("author", sa.String, nullable=False),
             ),
-            "karma": sa.Table(
-                table_name("karma"),
-                metadata,
-                sa.Column("member", sa.String, primary_key=True),
-                sa.Column("points", sa.Integer, nullable=False, default=0),
-            ),
+            "karma": _karma_table(metadata, table_name),
         }
 
     def reads(self, batch: Sequence[Delivered]) -> Mapping[str, Iterable[Key]]:
@@ -172,12 +177,7 @@ class Roots(Projection):
                 sa.Column("parent", sa.String),
                 sa.Column("author", sa.String, nullable=False),
             ),
-            "karma": sa.Table(
-                table_name("karma"),
-                metadata,
-                sa.Column("member", sa.String, primary_key=True),
-                sa.Column("points", sa.Integer, nullable=False, default=0),
-            ),
+            "karma": _karma_table(metadata, table_name),
         }
 
     def reads(self, batch: Sequence[Delivered]) -> Mapping[str, Iterable[Key]]:
