@@ -745,12 +745,13 @@ class _Step:
         key = (self.c, *item)
         row = self.changes.peek(self.t.content, key)
         holders = "" if row is None else row["holders"]
-        if _listed(holders, member):
-            return
-        self.changes.put(self.t.content, key, holders=_appended(holders, member))
+        if not _listed(holders, member):
+            self.changes.put(self.t.content, key, holders=_appended(holders, member))
         kind, reply = item
-        if kind != "reply" or holders:
+        if kind != "reply":
             return
+        # Listed by any event that names the post, even if the reply's first points came from
+        # one that did not.
         match self.event:
             case ReactionAdded() | ReactionRemoved() | AnswerAccepted():
                 post = self.event.post

@@ -434,6 +434,23 @@ def test_a_deleted_answer_refunds_its_downvoters(town: Town) -> None:
     beer.check_ledger()
 
 
+def test_an_answer_voted_on_without_its_question_named_still_goes_with_the_question(
+    town: Town,
+) -> None:
+    beer = town()
+    beer.joins("asker", "ale", "v1", "v2")
+    beer.asks("asker", "q1")
+    beer.answers("ale", "q1", "a1")
+    # A client that leaves out `post`: the question cannot list the answer yet...
+    target = {"target": "a1", "target_kind": "reply", "target_author": "ale", "post": None}
+    beer.publish(ReactionAdded, "v1", kind="upvote", **target)
+    beer.upvote("v2", "a1")  # ...until a vote that names it
+    assert beer.score("ale") == 21
+    beer.deletes("q1")
+    assert beer.score("ale") == 1
+    beer.check_ledger()
+
+
 def test_deleting_the_accepted_answer_takes_the_askers_bonus_back(town: Town) -> None:
     beer = town()
     beer.joins("asker", "ale")
