@@ -47,7 +47,11 @@ class Projection(ABC):
         """
 
     def reads(self, batch: Sequence[Delivered]) -> Mapping[str, Iterable[Key]]:
-        """The rows (by table and key) the fold will read for this batch. None by default."""
+        """The rows (by table and key) the fold will read for this batch. None by default.
+
+        A key with fewer values than the table's key is a prefix: every row under it is loaded
+        (see :meth:`~projections.changes.Changes.keys_under`).
+        """
         return {}
 
     def reads_after(

@@ -80,16 +80,27 @@ class Changes:
     """The changes one batch makes, with the rows the fold asked to read.
 
     ``loaded`` maps table name to ``{key: row}`` for the keys the projection requested; a key that
-    was requested but not found maps to ``None``.
+    was requested but not found maps to ``None``. ``whole`` maps table name to the key prefixes
+    whose rows were all loaded: a row under one that is not in ``loaded`` does not exist, and
+    :meth:`keys_under` lists the rows under it.
     """
 
     def __init__(
         self,
         specs: Mapping[str, TableSpec],
         loaded: Mapping[str, Mapping[Key, Row | None]] | None = None,
+        whole: Mapping[str, set[Key]] | None = None,
     ) -> None:
         self.specs = specs
         self._loaded = loaded or {}
+        self._whole = {table: set(ps) for table, ps in (whole or {}).items() if ps}
+        self._sizes = {table: sorted({len(p) for p in ps}) for table, ps in self._whole.items()}
+        # For tables read by prefix: prefix -> keys under it, loaded or touched by this batch.
+        self._children: dict[str, dict[Key, set[Key]]] = {}
+        for table, prefixes in self._whole.items():
+            children = self._children[table] = {prefix: set() for prefix in prefixes}
+            for key in self._loaded.get(table, {}):
+                self._index(table, key, children)
         self._rows: dict[str, dict[Key, RowChange]] = {name: {} for name in specs}
         self._inserts: dict[str, list[Row]] = {name: [] for name in specs}
         # Rows as ``get`` last showed them, kept up to date by every change: a fold reads the
@@ -102,7 +113,16 @@ class Changes:
         change = rows.get(key)
         if change is None:
             change = rows[key] = RowChange(key)
+            children = self._children.get(table)
+            if children is not None:
+                self._index(table, key, children)
         return change
+
+    def _index(self, table: str, key: Key, children: dict[Key, set[Key]]) -> None:
+        for size in self._sizes[table]:
+            under = children.get(key[:size])
+            if under is not None and len(key) > size:
+                under.add(key)
 
     def add(self, table: str, key: Key, **deltas: int | float) -> None:
         """Add ``deltas`` to counter columns (a missing row or value starts from the default).
@@ -183,6 +203,9 @@ class Changes:
         """Delete the row; later changes in the same batch start from a blank row."""
         self._rows[table][key] = RowChange(key, deleted=True)
         self._views[table][key] = None
+        children = self._children.get(table)
+        if children is not None:
+            self._index(table, key, children)
 
     def insert(self, table: str, row: Row) -> None:
         """Append a row to an insert-only table (a ledger, a log)."""
@@ -210,6 +233,17 @@ class Changes:
             view = views[key] = self._build(table, key)
         return cast(Row | None, view)
 
+    def keys_under(self, table: str, prefix: Key) -> list[Key]:
+        """The keys of the rows under ``prefix`` as this batch leaves them so far, sorted.
+
+        ``prefix`` must have been requested whole (a key shorter than the table's key); else
+        KeyError, as for :meth:`get`. Sorted, so a fold that walks them is deterministic.
+        """
+        children = self._children.get(table, {}).get(prefix)
+        if children is None:
+            raise KeyError(f"{table}{prefix!r} was not requested whole for this batch")
+        return sorted(k for k in children if self.peek(table, k) is not None)
+
     def _view(self, table: str, key: Key) -> Row | None:
         """The view of a row just changed, to update in place; None when there is none to update.
 
@@ -228,7 +262,7 @@ class Changes:
         loaded = self._loaded.get(table, {})
         if key in loaded:
             base = loaded[key]
-        elif change is not None and change.deleted:
+        elif (change is not None and change.deleted) or self._covered(table, key):
             base = None
         else:
             raise KeyError(f"{table}{key!r} was not requested for this batch")
@@ -240,6 +274,11 @@ class Changes:
             return None
         row = self.specs[table].blank(key) if base is None else dict(base)
         return _apply(row, change, self.specs[table])
+
+    def _covered(self, table: str, key: Key) -> bool:
+        """Whether ``key`` is under a prefix loaded whole (so a row not loaded does not exist)."""
+        prefixes = self._whole.get(table)
+        return prefixes is not None and any(key[:size] in prefixes for size in self._sizes[table])
 
     def row_changes(self, table: str) -> Iterator[RowChange]:
         """The merged changes to ``table``'s rows, in the order the rows were first touched."""

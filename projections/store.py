@@ -675,24 +675,26 @@ class ProjectionStore:
         return older
 
     def _fold_and_write(self, conn: Connection, gen: Generation, batch: list[Delivered]) -> None:
-        loaded = self._load(conn, gen, self.projection.reads(batch))
+        loaded: dict[str, dict[Key, Row | None]] = {}
+        whole: dict[str, set[Key]] = {}
+        self._load(conn, gen, self.projection.reads(batch), loaded, whole)
         for _ in range(_READ_ROUNDS):
             missing: dict[str, list[Key]] = {}
             for table, keys in self.projection.reads_after(batch, loaded).items():
                 have = loaded.get(table, {})
-                new = [k for k in keys if k not in have]
+                prefixes = whole.get(table, set())
+                new = [k for k in keys if k not in have and not _under(k, prefixes)]
                 if new:
                     missing[table] = new
             if not missing:
                 break
-            for table, rows in self._load(conn, gen, missing).items():
-                loaded.setdefault(table, {}).update(rows)
+            self._load(conn, gen, missing, loaded, whole)
         else:
             raise ProjectionError(
                 f"{self.projection.name}.reads_after still names new rows after "
                 f"{_READ_ROUNDS} rounds"
             )
-        changes = Changes(gen.specs, loaded)
+        changes = Changes(gen.specs, loaded, whole)
         self.projection.fold(batch, changes)
         self._write(conn, gen, changes)
 
@@ -712,35 +714,59 @@ class ProjectionStore:
         return parked
 
     def _load(
-        self, conn: Connection, gen: Generation, wanted: Mapping[str, Iterable[Key]]
-    ) -> dict[str, dict[Key, Row | None]]:
-        loaded: dict[str, dict[Key, Row | None]] = {}
+        self,
+        conn: Connection,
+        gen: Generation,
+        wanted: Mapping[str, Iterable[Key]],
+        loaded: dict[str, dict[Key, Row | None]],
+        whole: dict[str, set[Key]],
+    ) -> None:
+        """Load the rows ``wanted`` names into ``loaded`` (None: no such row).
+
+        A key with fewer values than the table's key is a prefix: every row under it is loaded,
+        and the prefix is added to ``whole`` (a row under it that was not found does not exist).
+        """
         for logical, keys in wanted.items():
             table = gen.tables[logical]
             spec = gen.specs[logical]
-            unique = list(dict.fromkeys(keys))
-            rows: dict[Key, Row | None] = dict.fromkeys(unique)
-            for values in self._select_keys(conn, table, spec, unique):
+            rows = loaded.setdefault(logical, {})
+            full: list[Key] = []
+            prefixes: dict[int, list[Key]] = {}
+            for key in dict.fromkeys(keys):
+                if len(key) == len(spec.key):
+                    full.append(key)
+                    rows.setdefault(key, None)
+                elif 0 < len(key) < len(spec.key):
+                    prefixes.setdefault(len(key), []).append(key)
+                else:
+                    raise ProjectionError(
+                        f"{self.projection.name}.{logical}: {key!r} does not fit its key {spec.key}"
+                    )
+            for values in self._select_keys(conn, table, spec.key, full):
                 rows[tuple(values[k] for k in spec.key)] = values
-            loaded[logical] = rows
-        return loaded
+            for size, group in prefixes.items():
+                for values in self._select_keys(conn, table, spec.key[:size], group):
+                    rows[tuple(values[k] for k in spec.key)] = values
+                whole.setdefault(logical, set()).update(group)
 
     def _select_keys(
-        self, conn: Connection, table: sa.Table, spec: TableSpec, keys: list[Key]
+        self, conn: Connection, table: sa.Table, columns: tuple[str, ...], keys: list[Key]
     ) -> Iterator[Row]:
-        """The rows of ``table`` with the given keys (those that exist)."""
-        key_cols = [table.c[k] for k in spec.key]
+        """The rows of ``table`` whose ``columns`` (its key, or a prefix of it) match ``keys``."""
+        if not keys:
+            return
+        key_cols = [table.c[k] for k in columns]
         if self.dialect == "postgresql":
             # One array per key column: the statement text stays the same whatever the number of
             # keys, so the server and psycopg parse and plan it once.
-            statement = self._statements.get((table.name, "select"))
+            statement = self._statements.get((table.name, "select", columns))
             if statement is None:
                 arrays = [
                     sa.func.unnest(sa.bindparam(f"k{i}", type_=postgresql.ARRAY(c.type)))
                     for i, c in enumerate(key_cols)
                 ]
                 statement = sa.select(table).where(sa.tuple_(*key_cols).in_(sa.select(*arrays)))
-                self._statements[(table.name, "select")] = statement
+                self._statements[(table.name, "select", columns)] = statement
             for start in range(0, len(keys), _KEY_CHUNK * 10):
                 chunk = keys[start : start + _KEY_CHUNK * 10]
                 params = {f"k{i}": [k[i] for k in chunk] for i in range(len(key_cols))}
@@ -749,15 +775,15 @@ class ProjectionStore:
             return
         # SQLite: the keys as one JSON array of arrays (values as SQLAlchemy binds them), read
         # back with json_each -- again one statement text for any number of keys.
-        statement = self._statements.get((table.name, "select"))
+        statement = self._statements.get((table.name, "select", columns))
         if statement is None:
             each = sa.func.json_each(sa.bindparam("keys", type_=sa.String)).table_valued("value")
             fields = [sa.func.json_extract(each.c.value, f"$[{i}]") for i in range(len(key_cols))]
             statement = sa.select(table).where(
                 sa.tuple_(*key_cols).in_(sa.select(*fields).select_from(each))
             )
-            self._statements[(table.name, "select")] = statement
-        binds = _bind_processors(table, conn.dialect, spec.key)
+            self._statements[(table.name, "select", columns)] = statement
+        binds = _bind_processors(table, conn.dialect, columns)
         for start in range(0, len(keys), _KEY_CHUNK * 10):
             chunk = keys[start : start + _KEY_CHUNK * 10]
             encoded = _JSON.encode(
@@ -921,6 +947,13 @@ def _shape_columns(spec: TableSpec, shape: Shape) -> tuple[str, ...]:
 def _insert_columns(spec: TableSpec, rows: Sequence[Row]) -> tuple[str, ...]:
     """The columns appended ``rows`` write: those some row has, and those with a default."""
     return tuple(c for c in spec.columns if c in spec.defaults or any(c in r for r in rows))
+
+
+def _under(key: Key, prefixes: set[Key]) -> bool:
+    """Whether ``key`` is one of ``prefixes`` or a row under one (all loaded already)."""
+    if not prefixes:
+        return False
+    return key in prefixes or any(key[:size] in prefixes for size in range(1, len(key)))
 
 
 def _bind_processors(

@@ -13,13 +13,13 @@ What the fold keeps besides members and the ledger:
   ``reaction.removed`` takes back exactly those;
 * ``holdings``: per content item and member, the points the member holds from it, so a deletion or
   a moderator's removal takes them back;
-* ``content``: per post or reply, whether it is deleted (no more points on it), who holds points on
-  it, and for a post its replies holding points and its accepted reply (with the answerer and the
-  asker's bonus, so a move of the accept takes the first answer's points back).
+* ``content``: per post or reply, whether it is deleted (no more points on it), and for a post its
+  replies holding points and its accepted reply (with the answerer and the asker's bonus, so a
+  move of the accept takes the first answer's points back).
 
 A deletion reverses every holder of the item, not only its author (a downvoter's cost is
-refunded), and a deleted post takes its replies with it. The holders are stored on the item's
-row: :meth:`ReputationProjection.reads_after` names their rows from it (see :func:`_need_after`).
+refunded), and a deleted post takes its replies with it: :meth:`ReputationProjection.reads_after`
+asks for all of an item's ``holdings`` rows at once, by key prefix (see :func:`_need_after`).
 * ``trust``: one row per change of a member's trust level.
 """
 
@@ -216,13 +216,6 @@ class ReputationProjection(Projection):
                 comment="for a post: the asker's points for accepting, held on the accepted reply",
             ),
             sa.Column(
-                "holders",
-                sa.Text,
-                nullable=False,
-                default="",
-                comment="members holding points on the item, space-separated, first first",
-            ),
-            sa.Column(
                 "replies",
                 sa.Text,
                 nullable=False,
@@ -269,7 +262,7 @@ class ReputationProjection(Projection):
     def reads_after(
         self, batch: Sequence[Delivered], loaded: Mapping[str, Mapping[Key, Row | None]]
     ) -> Mapping[str, Iterable[Key]]:
-        """The rows a deletion or a moved accept reaches through stored rows (holders, replies)."""
+        """The rows a deletion or a moved accept reaches: holdings by item, a post's replies."""
         return _need_after(self.t, batch, loaded)
 
     def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
@@ -343,10 +336,11 @@ def _need_after(
 ) -> dict[str, list[Key]]:
     """The rows reached through stored rows. Mirrors :meth:`_Step._delete` and ``_accepted``.
 
-    A deleted item's holders (and a deleted post's replies, and their holders) are listed on
-    the rows loaded so far, plus those this batch's own events may add; a moved accept needs
-    the first accepted reply and its author, stored on the post's row. The engine asks again
-    with the rows named here loaded, until nothing new is named.
+    A deleted item's holdings are asked for whole, by the prefix (community, kind, item), and
+    then the member rows of their holders; a deleted post's replies are listed on its row, or
+    named by this batch's own events. A moved accept needs the first accepted reply and its
+    author, stored on the post's row. The engine asks again with the rows named here loaded,
+    until nothing new is named.
     """
     deleted: list[Key] = []
     accepted: list[Key] = []
@@ -370,7 +364,6 @@ def _need_after(
         return {}
     content = loaded.get(t.content, {})
     rows: list[Key] = []
-    holdings: list[Key] = []
     members: list[Key] = []
     for key in accepted:
         row = content.get(key)
@@ -378,75 +371,40 @@ def _need_after(
             rows.append((key[0], "reply", row["accepted_reply"]))
             if row["accepted_author"] is not None:
                 members.append((key[0], row["accepted_author"]))
-    items: list[Key] = []
-    for key in deleted:
-        items.append(key)
-        row = content.get(key)
-        if key[1] == "post" and row is not None:
-            items += [(key[0], "reply", reply) for reply in row["replies"].split()]
-    if not items:
-        return {t.content: rows, t.members: members}
-    holders = _batch_holders(batch, {key[2] for key in deleted}, items)
-    for key in items:
-        if key[1] == "post":
-            items += holders.replies.get(key, [])  # replies this batch lists on a deleted post
-    for key in items:
-        row = content.get(key)
-        stored = [] if row is None else row["holders"].split()
-        if row is None:
-            rows.append(key)  # asked for: if it exists, its holders come next round
-        for member in stored + holders.members.get(key, []):
-            holdings.append((*key, member))
-            members.append((key[0], member))
-    return {t.content: rows, t.holdings: holdings, t.members: members}
+    items = list(deleted)
+    posts = {key for key in deleted if key[1] == "post"}
+    if posts:
+        for key in posts:
+            row = content.get(key)
+            if row is not None:
+                items += [(key[0], "reply", reply) for reply in row["replies"].split()]
+        items += _batch_replies(batch, posts)
+        rows += [key for key in items if key[1] == "reply" and key not in content]
+    # Every holdings row loaded is under a deleted item: nothing else reads that table by key.
+    members += [(key[0], key[3]) for key, row in loaded.get(t.holdings, {}).items() if row]
+    return {t.content: rows, t.holdings: items, t.members: members}
 
 
 _REACHING: frozenset[type[Event]] = frozenset(
     {PostDeleted, ReplyDeleted, AnswerAccepted, ModerationDecided}
 )
-_CREDITING: frozenset[type[Event]] = frozenset({ReactionAdded, ReactionRemoved, AnswerAccepted})
+_NAMING_POST: frozenset[type[Event]] = frozenset({ReactionAdded, ReactionRemoved, AnswerAccepted})
 
 
-@dataclass(slots=True)
-class _BatchHolders:
-    members: dict[Key, list[str]] = field(default_factory=dict)
-    replies: dict[Key, list[Key]] = field(default_factory=dict)
-
-
-def _batch_holders(batch: Sequence[Delivered], ids: set[str], items: list[Key]) -> _BatchHolders:
-    """Who this batch's events may make holders of ``items``, and which replies of a deleted post.
-
-    ``ids`` are the deleted posts' and replies' ids: only events that touch one are looked at.
-    """
-    wanted = set(items)
-    found = _BatchHolders()
+def _batch_replies(batch: Sequence[Delivered], posts: set[Key]) -> list[Key]:
+    """The replies this batch's events may list on one of ``posts`` (see :meth:`_Step._award`)."""
+    found: list[Key] = []
     for delivered in batch:
         event = delivered.event
-        kind = type(event)
-        if kind not in _CREDITING:
+        if type(event) not in _NAMING_POST:
             continue
-        c = event.community
-        if kind is AnswerAccepted:
-            accept = cast(AnswerAccepted, event)
-            if accept.post in ids or accept.reply in ids:
-                reply = (c, "reply", accept.reply)
-                found.members.setdefault(reply, []).extend(
-                    [accept.reply_author, accept.post_author]
-                )
-                found.replies.setdefault((c, "post", accept.post), []).append(reply)
+        if type(event) is AnswerAccepted:
+            if (event.community, "post", event.post) in posts:
+                found.append((event.community, "reply", event.reply))
             continue
         reaction = cast(ReactionAdded | ReactionRemoved, event)
-        if reaction.target not in ids and reaction.post not in ids:
-            continue
-        target = (c, reaction.target_kind, reaction.target)
-        members = found.members.setdefault(target, [])
-        members.append(reaction.target_author)
-        if not reaction.anonymous:
-            members.append(reaction.actor)
-        if reaction.target_kind == "reply" and reaction.post is not None:
-            found.replies.setdefault((c, "post", reaction.post), []).append(target)
-    # Keep only what a deleted item (or a reply of a deleted post) can use.
-    found.members = {k: v for k, v in found.members.items() if k in wanted or k[1] == "reply"}
+        if reaction.target_kind == "reply" and (event.community, "post", reaction.post) in posts:
+            found.append((event.community, "reply", reaction.target))
     return found
 
 
@@ -634,7 +592,7 @@ class _Step:
             bonus = self._award(asker, self.rules.accepted_answer_accepter, "accept.accepter", item)
         elif bonus:
             self.changes.add(self.t.holdings, (self.c, *item, asker), points=bonus)
-            self._hold(item, asker)
+            self._list_reply(event.reply)
         self.changes.put(
             self.t.content,
             post_key,
@@ -737,19 +695,12 @@ class _Step:
             self.changes.add(self.t.days, (self.c, member, self.day), vote_points=applied)
         if item is not None and applied:
             self.changes.add(self.t.holdings, (self.c, *item, member), points=applied)
-            self._hold(item, member)
+            if item[0] == "reply":
+                self._list_reply(item[1])
         return applied
 
-    def _hold(self, item: tuple[str, str], member: str) -> None:
-        """List ``member`` among the item's holders, and a reply among its post's replies."""
-        key = (self.c, *item)
-        row = self.changes.peek(self.t.content, key)
-        holders = "" if row is None else row["holders"]
-        if not _listed(holders, member):
-            self.changes.put(self.t.content, key, holders=_appended(holders, member))
-        kind, reply = item
-        if kind != "reply":
-            return
+    def _list_reply(self, reply: str) -> None:
+        """List a reply holding points on its post's row, for when the post is deleted."""
         # Listed by any event that names the post, even if the reply's first points came from
         # one that did not.
         match self.event:
@@ -784,13 +735,12 @@ class _Step:
         content = self.changes.peek(self.t.content, key)
         if content is not None and content["deleted"]:
             return
-        holders = "" if content is None else content["holders"]
         replies = "" if content is None or kind != "post" else content["replies"]
         seq = self.delivered.seq
         self.changes.put(self.t.content, key, deleted=True, reversed=reverse, deleted_seq=seq)
         if not reverse:
             return
-        self._reverse(kind, item, holders)
+        self._reverse(kind, item)
         for reply in replies.split():
             reply_key = (self.c, "reply", reply)
             row = self.changes.peek(self.t.content, reply_key)
@@ -799,12 +749,12 @@ class _Step:
             self.changes.put(
                 self.t.content, reply_key, deleted=True, reversed=True, deleted_seq=seq
             )
-            self._reverse("reply", reply, "" if row is None else row["holders"])
+            self._reverse("reply", reply)
 
-    def _reverse(self, kind: str, item: str, holders: str) -> None:
-        """Take back the points each of ``holders`` holds on the item (above the floor)."""
-        for member in holders.split():
-            held_key = (self.c, kind, item, member)
+    def _reverse(self, kind: str, item: str) -> None:
+        """Take back the points every holder holds on the item (above the floor)."""
+        for held_key in self.changes.keys_under(self.t.holdings, (self.c, kind, item)):
+            member = held_key[3]
             held = self.changes.peek(self.t.holdings, held_key)
             if held is None:
                 continue

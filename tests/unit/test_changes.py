@@ -260,3 +260,25 @@ def test_get_between_changes_equals_a_row_built_from_the_merged_changes(
         fresh = replay([s for s in done if s[0] != "get"])
         for key in _KEYS:
             assert live.get("counts", key) == fresh.get("counts", key)
+
+
+def test_rows_under_a_prefix_loaded_whole_are_known_and_listed() -> None:
+    """c1 was loaded whole (two rows), c2 was not: a c1 row not loaded does not exist."""
+    loaded = {
+        "counts": {
+            ("c1", "m2"): {"community": "c1", "member": "m2", "events": 2},
+            ("c1", "m1"): {"community": "c1", "member": "m1", "events": 1},
+        }
+    }
+    changes = Changes(SPECS, loaded, {"counts": {("c1",)}})
+    assert changes.get("counts", ("c1", "m9")) is None  # under c1: absent, not unrequested
+    with pytest.raises(KeyError, match="was not requested"):
+        changes.get("counts", ("c2", "m1"))
+    assert changes.keys_under("counts", ("c1",)) == [("c1", "m1"), ("c1", "m2")]  # sorted
+    changes.add("counts", ("c1", "m0"), events=1)  # a row this batch creates under c1
+    changes.delete("counts", ("c1", "m2"))
+    changes.add("counts", ("c1", "m3"), events=1)
+    changes.delete("counts", ("c1", "m3"))  # created and deleted again: gone
+    assert changes.keys_under("counts", ("c1",)) == [("c1", "m0"), ("c1", "m1")]
+    with pytest.raises(KeyError, match="not requested whole"):
+        changes.keys_under("counts", ("c2",))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from events import CODEC, PostCreated, ReactionAdded, ReplyCreated, derived_event_id
+from events import CODEC, PostCreated, PostDeleted, ReactionAdded, ReplyCreated, derived_event_id
 from events.catalogue import AnyEvent
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row
@@ -299,3 +299,99 @@ def test_a_fold_whose_reads_never_settle_is_paused_with_the_reason(tmp_path: Pat
     assert "still names new rows after 16 rounds" in str(failed.value)
     assert store.checkpoint(1) == 0
     engine.dispose()
+
+
+class Votes(Projection):
+    """Likes per (post, member); deleting a post removes every like under it, found by prefix."""
+
+    name = "votes"
+    version = 1
+
+    def define_tables(self, metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table]:
+        return {
+            "likes": sa.Table(
+                table_name("likes"),
+                metadata,
+                sa.Column("post", sa.String, primary_key=True),
+                sa.Column("member", sa.String, primary_key=True),
+                sa.Column("n", sa.Integer, nullable=False, default=0),
+            ),
+            "karma": _karma_table(metadata, table_name),
+        }
+
+    def reads(self, batch: Sequence[Delivered]) -> Mapping[str, Iterable[Key]]:
+        # A key shorter than the table's: every like of the deleted post.
+        return {"likes": [(d.event.post,) for d in batch if isinstance(d.event, PostDeleted)]}
+
+    def reads_after(
+        self, batch: Sequence[Delivered], loaded: Mapping[str, Mapping[Key, Row | None]]
+    ) -> Mapping[str, Iterable[Key]]:
+        members = [(key[1],) for key, row in loaded.get("likes", {}).items() if row is not None]
+        members += [(e.actor,) for e in _reactions(batch)]
+        return {"karma": members}
+
+    def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
+        for delivered in batch:
+            event: AnyEvent = delivered.event  # type: ignore[assignment]
+            match event:
+                case ReactionAdded():
+                    changes.add("likes", (event.target, event.actor), n=1)
+                case PostDeleted():
+                    for key in changes.keys_under("likes", (event.post,)):
+                        like = changes.get("likes", key)
+                        assert like is not None
+                        # Each liker gets a point back per like, in key order.
+                        changes.add("karma", (key[1],), points=like["n"])
+                        changes.delete("likes", key)
+                case _:
+                    pass
+
+
+def _likes_then_delete() -> list[AnyEvent]:
+    at = iter(T0 + timedelta(minutes=i) for i in range(100))
+    out: list[AnyEvent] = []
+    for j, (member, post) in enumerate([("ann", "p1"), ("bob", "p1"), ("ann", "p1"), ("cy", "p2")]):
+        out.append(
+            ReactionAdded(
+                id=derived_event_id("votes", str(j)),
+                community="c1",
+                actor=member,
+                occurred_at=next(at),
+                target=post,
+                target_kind="post",
+                target_author="dee",
+                kind="like",
+            )
+        )
+    out.append(
+        PostDeleted(
+            id=derived_event_id("votes", "delete"),
+            community="c1",
+            actor="dee",
+            occurred_at=next(at),
+            post="p1",
+            author="dee",
+        )
+    )
+    return out
+
+
+def test_a_key_prefix_loads_every_row_under_it(tmp_path: Path) -> None:
+    """Whether the likes were stored before the deletion's batch or made in it."""
+    messages = [
+        RawMessage(seq, f"agora.c1.{e.TYPE}", CODEC.encode(e), seq)
+        for seq, e in enumerate(_likes_then_delete(), start=1)
+    ]
+    for size in (len(messages), 1, 2):
+        engine = create_engine(f"sqlite:///{tmp_path}/votes{size}.db")
+        store = ProjectionStore(engine, Votes())
+        store.ensure(1)
+        last = 0
+        for start in range(0, len(messages), size):
+            last = store.apply(1, 0, last, messages[start : start + size]).last_seq
+        with engine.connect() as conn:
+            karma = dict(conn.execute(sa.text("SELECT member, points FROM karma__g1")).all())
+            likes = conn.execute(sa.text("SELECT post, member, n FROM likes__g1")).all()
+        engine.dispose()
+        assert karma == {"ann": 2, "bob": 1}, size
+        assert likes == [("p2", "cy", 1)], size
