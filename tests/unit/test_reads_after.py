@@ -114,20 +114,32 @@ def _events() -> list[AnyEvent]:
     return out
 
 
-def _karma(tmp_path: Path, name: str, size: int) -> dict[str, int]:
-    engine = create_engine(f"sqlite:///{tmp_path / name}.db")
-    store = ProjectionStore(engine, Karma())
+def _applied(
+    path: Path, projection: Projection, events: Sequence[AnyEvent], size: int
+) -> sa.Engine:
+    """A SQLite database at ``path`` with ``events`` applied in batches of ``size``."""
+    engine = create_engine(f"sqlite:///{path}")
+    store = ProjectionStore(engine, projection)
     store.ensure(1)
     messages = [
         RawMessage(seq, f"agora.c1.{e.TYPE}", CODEC.encode(e), seq)
-        for seq, e in enumerate(_events(), start=1)
+        for seq, e in enumerate(events, start=1)
     ]
     last = 0
     for start in range(0, len(messages), size):
         last = store.apply(1, 0, last, messages[start : start + size]).last_seq
+    return engine
+
+
+def _points(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
         result = conn.execute(sa.text("SELECT member, points FROM karma__g1"))
-        rows = {str(member): int(points) for member, points in result}
+        return {str(member): int(points) for member, points in result}
+
+
+def _karma(tmp_path: Path, name: str, size: int) -> dict[str, int]:
+    engine = _applied(tmp_path / f"{name}.db", Karma(), _events(), size)
+    rows = _points(engine)
     engine.dispose()
     return rows
 
@@ -188,7 +200,7 @@ class Roots(Projection):
     ) -> Mapping[str, Iterable[Key]]:
         rows = [row for row in loaded["nodes"].values() if row is not None]
         # Nodes created in this batch are not stored: theirs come from the events.
-        created = [
+        created: list[tuple[str, str | None, str]] = [
             (d.event.reply, d.event.parent or d.event.post, d.event.actor)
             for d in batch
             if isinstance(d.event, ReplyCreated)
@@ -266,21 +278,12 @@ def _thread() -> list[AnyEvent]:
 
 def test_rows_named_by_rows_of_later_rounds_are_loaded_too(tmp_path: Path) -> None:
     """The like's reply names its parent, which names its parent...: five rounds in all."""
-    messages = [
-        RawMessage(seq, f"agora.c1.{e.TYPE}", CODEC.encode(e), seq)
-        for seq, e in enumerate(_thread(), start=1)
-    ]
-    for split in (len(messages) - 1, 1):  # the thread stored before the like; one event a batch
-        engine = create_engine(f"sqlite:///{tmp_path}/roots{split}.db")
-        store = ProjectionStore(engine, Roots())
-        store.ensure(1)
-        last = store.apply(1, 0, 0, messages[:split]).last_seq
-        for message in messages[split:]:
-            last = store.apply(1, 0, last, [message]).last_seq
-        with engine.connect() as conn:
-            karma = dict(conn.execute(sa.text("SELECT member, points FROM karma__g1")).all())
+    events = _thread()
+    for size in (len(events) - 1, 1):  # the thread stored before the like; one event a batch
+        engine = _applied(tmp_path / f"roots{size}.db", Roots(), events, size)
+        karma = _points(engine)
         engine.dispose()
-        assert karma == {"ann": 1}
+        assert karma == {"ann": 1}, size
 
 
 def test_a_fold_whose_reads_never_settle_is_paused_with_the_reason(tmp_path: Path) -> None:
@@ -378,19 +381,11 @@ def _likes_then_delete() -> list[AnyEvent]:
 
 def test_a_key_prefix_loads_every_row_under_it(tmp_path: Path) -> None:
     """Whether the likes were stored before the deletion's batch or made in it."""
-    messages = [
-        RawMessage(seq, f"agora.c1.{e.TYPE}", CODEC.encode(e), seq)
-        for seq, e in enumerate(_likes_then_delete(), start=1)
-    ]
-    for size in (len(messages), 1, 2):
-        engine = create_engine(f"sqlite:///{tmp_path}/votes{size}.db")
-        store = ProjectionStore(engine, Votes())
-        store.ensure(1)
-        last = 0
-        for start in range(0, len(messages), size):
-            last = store.apply(1, 0, last, messages[start : start + size]).last_seq
+    events = _likes_then_delete()
+    for size in (len(events), 1, 2):
+        engine = _applied(tmp_path / f"votes{size}.db", Votes(), events, size)
+        karma = _points(engine)
         with engine.connect() as conn:
-            karma = dict(conn.execute(sa.text("SELECT member, points FROM karma__g1")).all())
             likes = conn.execute(sa.text("SELECT post, member, n FROM likes__g1")).all()
         engine.dispose()
         assert karma == {"ann": 2, "bob": 1}, size
