@@ -10,7 +10,7 @@ folding a batch at once equals folding its events one by one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -93,12 +93,12 @@ class Changes:
     ) -> None:
         self.specs = specs
         self._loaded = loaded or {}
-        self._whole = {table: set(ps) for table, ps in (whole or {}).items() if ps}
-        self._sizes = {table: sorted({len(p) for p in ps}) for table, ps in self._whole.items()}
         # For tables read by prefix: prefix -> keys under it, loaded or touched by this batch.
-        self._children: dict[str, dict[Key, set[Key]]] = {}
-        for table, prefixes in self._whole.items():
-            children = self._children[table] = {prefix: set() for prefix in prefixes}
+        self._children: dict[str, dict[Key, set[Key]]] = {
+            t: {p: set() for p in ps} for t, ps in (whole or {}).items() if ps
+        }
+        self._sizes = {t: sorted({len(p) for p in ps}) for t, ps in self._children.items()}
+        for table, children in self._children.items():
             for key in self._loaded.get(table, {}):
                 self._index(table, key, children)
         self._rows: dict[str, dict[Key, RowChange]] = {name: {} for name in specs}
@@ -121,7 +121,7 @@ class Changes:
     def _index(self, table: str, key: Key, children: dict[Key, set[Key]]) -> None:
         for size in self._sizes[table]:
             under = children.get(key[:size])
-            if under is not None and len(key) > size:
+            if under is not None:
                 under.add(key)
 
     def add(self, table: str, key: Key, **deltas: int | float) -> None:
@@ -262,7 +262,7 @@ class Changes:
         loaded = self._loaded.get(table, {})
         if key in loaded:
             base = loaded[key]
-        elif (change is not None and change.deleted) or self._covered(table, key):
+        elif (change is not None and change.deleted) or under(key, self._children.get(table)):
             base = None
         else:
             raise KeyError(f"{table}{key!r} was not requested for this batch")
@@ -274,11 +274,6 @@ class Changes:
             return None
         row = self.specs[table].blank(key) if base is None else dict(base)
         return _apply(row, change, self.specs[table])
-
-    def _covered(self, table: str, key: Key) -> bool:
-        """Whether ``key`` is under a prefix loaded whole (so a row not loaded does not exist)."""
-        prefixes = self._whole.get(table)
-        return prefixes is not None and any(key[:size] in prefixes for size in self._sizes[table])
 
     def row_changes(self, table: str) -> Iterator[RowChange]:
         """The merged changes to ``table``'s rows, in the order the rows were first touched."""
@@ -292,6 +287,13 @@ class Changes:
         return sum(len(r) for r in self._rows.values()) + sum(
             len(i) for i in self._inserts.values()
         )
+
+
+def under(key: Key, prefixes: Container[Key] | None) -> bool:
+    """Whether ``key`` is one of ``prefixes`` or lies under one (a prefix loaded whole)."""
+    if not prefixes:
+        return False
+    return any(key[:size] in prefixes for size in range(1, len(key) + 1))
 
 
 _UNSEEN: Any = object()

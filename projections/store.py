@@ -27,7 +27,7 @@ from events.catalogue import Event
 from events.codec import CODEC, Codec
 from projections import pgcopy
 from projections.api import Delivered, Projection, TableNamer
-from projections.changes import Changes, Key, Row, RowChange, TableSpec
+from projections.changes import Changes, Key, Row, RowChange, TableSpec, under
 from projections.database import reader
 from projections.errors import DatabaseError, ProjectionError
 from projections.infra import INFRA, checkpoints, dead_letters, generations
@@ -682,8 +682,8 @@ class ProjectionStore:
             missing: dict[str, list[Key]] = {}
             for table, keys in self.projection.reads_after(batch, loaded).items():
                 have = loaded.get(table, {})
-                prefixes = whole.get(table, set())
-                new = [k for k in keys if k not in have and not _under(k, prefixes)]
+                prefixes = whole.get(table)
+                new = [k for k in keys if k not in have and not under(k, prefixes)]
                 if new:
                     missing[table] = new
             if not missing:
@@ -947,13 +947,6 @@ def _shape_columns(spec: TableSpec, shape: Shape) -> tuple[str, ...]:
 def _insert_columns(spec: TableSpec, rows: Sequence[Row]) -> tuple[str, ...]:
     """The columns appended ``rows`` write: those some row has, and those with a default."""
     return tuple(c for c in spec.columns if c in spec.defaults or any(c in r for r in rows))
-
-
-def _under(key: Key, prefixes: set[Key]) -> bool:
-    """Whether ``key`` is one of ``prefixes`` or a row under one (all loaded already)."""
-    if not prefixes:
-        return False
-    return key in prefixes or any(key[:size] in prefixes for size in range(1, len(key)))
 
 
 def _bind_processors(

@@ -15,12 +15,12 @@ What the fold keeps besides members and the ledger:
   a moderator's removal takes them back;
 * ``content``: per post or reply, whether it is deleted (no more points on it), and for a post its
   replies holding points and its accepted reply (with the answerer and the asker's bonus, so a
-  move of the accept takes the first answer's points back).
+  move of the accept takes the first answer's points back);
+* ``trust``: one row per change of a member's trust level.
 
 A deletion reverses every holder of the item, not only its author (a downvoter's cost is
 refunded), and a deleted post takes its replies with it: :meth:`ReputationProjection.reads_after`
 asks for all of an item's ``holdings`` rows at once, by key prefix (see :func:`_need_after`).
-* ``trust``: one row per change of a member's trust level.
 """
 
 from __future__ import annotations
@@ -306,10 +306,8 @@ def _need(event: AnyEvent, need: _Need) -> None:
         ):
             pass
         case PostDeleted():
-            need.members.append((c, event.author))
             need.content.append((c, "post", event.post))
         case ReplyDeleted():
-            need.members.append((c, event.author))
             need.content.append((c, "reply", event.reply))
         case ReactionAdded() | ReactionRemoved():
             need.members.append((c, event.target_author))
@@ -509,11 +507,15 @@ class _Step:
         rule = self.rules.reaction(kind)
         item = (tk, event.target)
         wanted = rule.post if tk == "post" else rule.reply
-        author_points = self._award(author, wanted, f"{kind}.{tk}", item, capped=rule.capped)
+        author_points = self._award(
+            author, wanted, f"{kind}.{tk}", item, capped=rule.capped, post=event.post
+        )
         # An anonymous voter (a placeholder, not a member) pays nothing and gives nothing.
         cost = 0 if self.actor is None else rule.voter_post if tk == "post" else rule.voter_reply
         voter_capped = rule.capped and self.rules.voter_cost_counts_toward_cap
-        voter_points = self._award(voter, cost, f"{kind}.{tk}.voter", item, capped=voter_capped)
+        voter_points = self._award(
+            voter, cost, f"{kind}.{tk}.voter", item, capped=voter_capped, post=event.post
+        )
         if kind in self.rules.positive_reactions:
             if self.actor is not None:
                 given = self._member(voter)["reactions_given"]
@@ -579,20 +581,19 @@ class _Step:
             answered = post["accepted_author"]
             points = self.rules.accepted_answer
             if answered is not None and points:
-                self._apply(answered, -points, -points, "accept.moved", ("reply", previous))
-                self.changes.add(
-                    self.t.holdings, (self.c, "reply", previous, answered), points=-points
-                )
+                self._take_back(answered, points, "accept.moved", ("reply", previous))
             bonus = int(post["accept_bonus"])
             if bonus:
                 self.changes.add(self.t.holdings, (self.c, "reply", previous, asker), points=-bonus)
-        self._award(answerer, self.rules.accepted_answer, "accept.answer", item)
+        self._award(answerer, self.rules.accepted_answer, "accept.answer", item, post=event.post)
         if previous is None and event.actor == asker:
             # The asker's bonus is for closing the question: once per post, kept on a move.
-            bonus = self._award(asker, self.rules.accepted_answer_accepter, "accept.accepter", item)
+            bonus = self._award(
+                asker, self.rules.accepted_answer_accepter, "accept.accepter", item, post=event.post
+            )
         elif bonus:
             self.changes.add(self.t.holdings, (self.c, *item, asker), points=bonus)
-            self._list_reply(event.reply)
+            self._list_reply(event.reply, event.post)
         self.changes.put(
             self.t.content,
             post_key,
@@ -676,11 +677,13 @@ class _Step:
         item: tuple[str, str] | None,
         *,
         capped: bool = False,
+        post: str | None = None,
     ) -> int:
         """Give ``points`` under ``rule``, within the daily cap and above the floor.
 
-        Points tied to an ``item`` are held on it, to be taken back if it is deleted. Returns
-        the points applied.
+        Points tied to an ``item`` are held on it, to be taken back if it is deleted; a reply
+        holding points is listed on its ``post`` (when the event names it). Returns the points
+        applied.
         """
         if points == 0:
             return 0
@@ -695,21 +698,16 @@ class _Step:
             self.changes.add(self.t.days, (self.c, member, self.day), vote_points=applied)
         if item is not None and applied:
             self.changes.add(self.t.holdings, (self.c, *item, member), points=applied)
-            if item[0] == "reply":
-                self._list_reply(item[1])
+            if item[0] == "reply" and post is not None:
+                self._list_reply(item[1], post)
         return applied
 
-    def _list_reply(self, reply: str) -> None:
-        """List a reply holding points on its post's row, for when the post is deleted."""
-        # Listed by any event that names the post, even if the reply's first points came from
-        # one that did not.
-        match self.event:
-            case ReactionAdded() | ReactionRemoved() | AnswerAccepted():
-                post = self.event.post
-            case _:
-                post = None
-        if post is None:
-            return  # a reaction that does not name its post: the post cannot list the reply
+    def _list_reply(self, reply: str, post: str) -> None:
+        """List a reply holding points on its post's row, for when the post is deleted.
+
+        Any event naming the post lists it, even if the reply's first points came from a
+        reaction that did not name it.
+        """
         post_key = (self.c, "post", post)
         topic = self.changes.peek(self.t.content, post_key)
         replies = "" if topic is None else topic["replies"]
@@ -720,11 +718,15 @@ class _Step:
         self, member: str, points: int, counted: int, day: date, item: tuple[str, str]
     ) -> None:
         """Take back a withdrawn reaction's ``points`` (above the floor) and its cap count."""
-        self._apply(member, -points, -points, f"undo.{self.event.TYPE}", item)
-        self.changes.add(self.t.holdings, (self.c, *item, member), points=-points)
+        self._take_back(member, points, f"undo.{self.event.TYPE}", item)
         if counted:
             # The day of the reaction gets its room back; that row may not have been read.
             self.changes.add(self.t.days, (self.c, member, day), vote_points=-counted)
+
+    def _take_back(self, member: str, points: int, rule: str, item: tuple[str, str]) -> None:
+        """Take back ``points`` the member holds on ``item`` (above the floor), under ``rule``."""
+        self._apply(member, -points, -points, rule, item)
+        self.changes.add(self.t.holdings, (self.c, *item, member), points=-points)
 
     def _delete(self, kind: str, item: str, reverse: bool) -> None:
         """Mark an item deleted (no more points on it) and take back what everybody holds on it.
