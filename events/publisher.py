@@ -297,7 +297,8 @@ class Publisher:
         """Publish events concurrently and return one result per event, in input order.
 
         An invalid event is FAILED with the InvalidEvent text and is not sent; it does not stop
-        the others. Nothing is raised for a per-event failure. Each event's ``deadline`` runs
+        the others. Nothing is raised for a per-event failure; an event whose id already names
+        another message is CONFLICT (with that message's ``seq``). Each event's ``deadline`` runs
         from its first send; once one event has run out of time (the stream has been unreachable
         for a whole deadline), the events not sent yet are FAILED without being sent.
         """
