@@ -24,8 +24,8 @@ stored. The publisher therefore reads the stored message at the acknowledged seq
 get, ``$JS.API.DIRECT.GET.<stream>``: the stream has ``allow_direct``, and the publishing roles may
 send that request) and reports DUPLICATE only when it is this event: the same subject, and the same
 bytes or bytes that decode to an equal event (another client's JSON of it); else CONFLICT, with
-both the id and the stored sequence. A stored copy that cannot be read makes the
-outcome FAILED (not confirmed).
+both the id and the stored sequence. A stored copy that cannot be read is retried like a lost
+ack (sent again, compared again) until the deadline, then FAILED (not confirmed).
 
 This is the one module of :mod:`events` that imports nats-py; it translates nats-py errors into
 :class:`events.errors.PublishError` subclasses.
@@ -419,8 +419,8 @@ class Publisher:
             ) from None
         except (nats.errors.Error, TimeoutError) as error:
             raise PublishError(
-                f"cannot read stream sequence {seq} (a direct get needs the permission to "
-                f"publish $JS.API.DIRECT.GET.{self.stream}): {_describe(error)}"
+                f"cannot read stream sequence {seq}: {_describe(error)} (is the server "
+                f"restarting, or may this user not publish $JS.API.DIRECT.GET.{self.stream}?)"
             ) from error
         headers = msg.headers or {}
         status = headers.get(_STATUS_HEADER)
@@ -442,8 +442,11 @@ class Publisher:
             subject, data = await self.stored(seq)
         except PublishError as error:
             if not rec.done:
+                # Not confirmed yet (a restart, a slow server): send again, compare again, until
+                # the deadline; then FAILED with this reason.
+                rec.verifying = False
                 reason = f"the id is stored at sequence {seq} but cannot be compared: {error}"
-                self._fail(rec, PublishError(reason))
+                self._backoff(rec, time.monotonic(), reason)
             return
         if rec.done:  # abandoned or failed meanwhile
             return
