@@ -383,7 +383,7 @@ class _PublishReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.counts["invalid"] or self.counts["failed"])
+        return not (self.counts["invalid"] or self.counts["failed"] or self.counts["conflict"])
 
 
 def _numbered_batches(stream: BinaryIO, size: int) -> Iterator[list[tuple[int, bytes]]]:
@@ -425,6 +425,8 @@ async def _publish_file(settings: Settings, stream: BinaryIO, batch_size: int) -
             for number, result in zip(numbers, await _publish_all(publisher, events), strict=True):
                 if result.status is PublishStatus.FAILED:
                     report.error(number, "failed", result.error or "not stored")
+                elif result.status is PublishStatus.CONFLICT:  # another event holds its id
+                    report.error(number, "conflict", result.error or "id already used")
                 else:
                     report.counts[result.status.value] += 1
             delta = report.counts - before
@@ -484,21 +486,23 @@ def publish(
         "stored": counts["stored"],
         "duplicate": counts["duplicate"],
         "failed": counts["failed"],
+        "conflict": counts["conflict"],
         "invalid": counts["invalid"],
     }
+    listed = counts["failed"] + counts["conflict"] + counts["invalid"]
     if as_json:
-        listed_all = len(report.errors) == counts["failed"] + counts["invalid"]
+        listed_all = len(report.errors) == listed
         _json({**summary, "errors": report.errors, "errors_complete": listed_all})
     else:
         for entry in report.errors:
             typer.echo(f"line {entry['line']}: {entry['kind']}: {entry['error']}", err=True)
-        unlisted = counts["failed"] + counts["invalid"] - len(report.errors)
+        unlisted = listed - len(report.errors)
         if unlisted > 0:
             typer.echo(f"... and {unlisted} more", err=True)
         out.print(
             f"read {summary['lines']} events: stored {summary['stored']}, "
             f"duplicate {summary['duplicate']}, failed {summary['failed']}, "
-            f"invalid {summary['invalid']}",
+            f"conflict {summary['conflict']}, invalid {summary['invalid']}",
             soft_wrap=True,
         )
     if not report.ok:

@@ -19,7 +19,7 @@ from msgspec import Meta
 from agora.errors import ConfigError
 
 PREFIX = "AGORA_"
-_SECRET_FIELDS = frozenset({"nats_password", "nats_token", "moderator_tokens"})
+_SECRET_FIELDS = frozenset({"nats_password", "nats_token", "moderator_tokens", "id_key"})
 _URL_FIELDS = frozenset({"nats_url", "database_url", "read_database_url"})
 
 
@@ -85,7 +85,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = 500
     moderator_tokens: Annotated[
         str | None,
-        Meta(description="Moderators of the decisions API: member=token pairs, comma-separated."),
+        Meta(
+            description=(
+                "Moderators of the decisions API: member@communities=token entries, "
+                "comma-separated; communities c1|c2, or * for every community."
+            )
+        ),
+    ] = None
+    id_key: Annotated[
+        Annotated[str, Meta(min_length=32)] | None,
+        Meta(
+            description=(
+                "Secret key of the ids services derive (auto-hides, idempotent decisions); at "
+                "least 32 characters, the same in every moderation process. Unset = generated "
+                "once in data_dir with embedded NATS, refused with an external one."
+            ),
+        ),
     ] = None
     demo_data: Annotated[
         Path | None,

@@ -140,7 +140,7 @@ def with_demo_moderator(settings: Settings) -> tuple[Settings, str | None]:
     if settings.moderator_tokens:
         return settings, None
     token = secrets.token_urlsafe(18)
-    tokens = f"{DEMO_MODERATOR}={token}"
+    tokens = f"{DEMO_MODERATOR}@*={token}"
     return msgspec.structs.replace(settings, moderator_tokens=tokens), token
 
 

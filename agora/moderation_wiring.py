@@ -10,8 +10,12 @@ the service: ``agora serve moderation`` calls :func:`run_moderation`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -110,6 +114,47 @@ def moderator_tokens(settings: Settings) -> ModeratorTokens:
         raise ConfigError(f"AGORA_MODERATOR_TOKENS: {error}") from None
 
 
+ID_KEY_FILE = "id_key"
+"""The file under ``data_dir`` holding the embedded stack's generated id key."""
+
+
+def id_key(settings: Settings) -> bytes:
+    """The deployment's secret id key: ``AGORA_ID_KEY``, or the embedded stack's own.
+
+    With embedded NATS (a local, single-machine stack) a key is generated once and kept in
+    ``data_dir/id_key`` (mode 0600), so every process of that stack, and every restart, uses the
+    same one. With an external NATS server the key must be configured: ConfigError otherwise.
+    """
+    if settings.id_key:
+        return settings.id_key.encode()
+    if not settings.embedded_nats:
+        raise ConfigError(
+            "AGORA_ID_KEY is not set: with an external NATS server the moderation service needs "
+            "the deployment's id key (at least 32 random characters, e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return _embedded_id_key(settings.data_dir / ID_KEY_FILE)
+
+
+def _embedded_id_key(path: Path) -> bytes:
+    """Read the key at ``path``, creating it (atomically, once) when it does not exist."""
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            os.link(temp, path)
+    finally:
+        temp.unlink()
+    return path.read_bytes().strip()
+
+
 def service_options(settings: Settings, *, reactor: bool = True) -> ServiceOptions:
     """The service's tunables from the settings."""
     return ServiceOptions(
@@ -136,6 +181,7 @@ async def run_moderation(
     projection's tables in the configured database: run ``agora worker moderation`` beside it.
     """
     tokens = moderator_tokens(settings)
+    key = id_key(settings)
     engine = create_engine(settings.effective_database_url)
     try:
         async with Stack(settings, name="agora-moderation") as stack:
@@ -146,6 +192,7 @@ async def run_moderation(
                 SqlHideCandidates(engine),
                 tokens,
                 stop,
+                id_key=key,
                 host=host,
                 port=port,
                 options=service_options(settings, reactor=reactor),

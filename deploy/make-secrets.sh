@@ -14,6 +14,7 @@ done
 put postgres_password "$(new)"
 put postgres_read_password "$(new)"
 put agora_database_url "postgresql+psycopg://agora:$(cat "$dir/postgres_password")@postgres:5432/agora"
+put agora_id_key "$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 put agora_read_database_url "postgresql+psycopg://agora_read:$(cat "$dir/postgres_read_password")@postgres:5432/agora"
 if [ ! -e "$dir/ingest_tokens.json" ]; then
     token=$(new)
@@ -24,7 +25,7 @@ if [ ! -e "$dir/ingest_tokens.json" ]; then
 fi
 if [ ! -e "$dir/moderator_tokens" ]; then
     token=$(new)
-    printf 'mod1=%s\n' "$token" > "$dir/moderator_tokens"
-    echo "moderator token of mod1: $token"
+    printf 'mod1@*=%s\n' "$token" > "$dir/moderator_tokens"
+    echo "moderator token of mod1 (every community; edit $dir/moderator_tokens to scope it): $token"
 fi
 echo "secrets in $dir"

@@ -65,3 +65,17 @@ class PublishError(EventError):
 
 class PublishTimeout(PublishError):
     """No acknowledgement arrived within the publisher's deadline, retries included."""
+
+
+class PublishConflict(PublishError):
+    """The event's id already names a *different* message in the stream; this one was not stored.
+
+    The stream answered "duplicate" (the id is in its duplicate window) but the message it holds
+    at ``seq`` is not this event (another subject or other bytes): someone published another
+    event under the same id first. Never a success: re-sending cannot store this event.
+    """
+
+    def __init__(self, event_id: object, seq: int, reason: str) -> None:
+        super().__init__(reason)
+        self.event_id = event_id
+        self.seq = seq

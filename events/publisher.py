@@ -12,10 +12,20 @@ an ack; one sweeper task (not one timer per message) that re-sends late messages
 whose deadline passed. ``js.publish_async`` is not used: its futures never resolve when the server
 answers with an error (nats.py issue 985).
 
-Outcomes: STORED (with the stream sequence), DUPLICATE (the id was already stored; the sequence is
-that of the stored copy) or FAILED (with the reason). FAILED means *not confirmed*: a message whose
-ack was lost may still have been stored, and publishing the same event again is safe as long as it
-happens within the stream's duplicate window (120 s by default, above the default ``deadline``).
+Outcomes: STORED (with the stream sequence), DUPLICATE (this very event was already stored; the
+sequence is that of the stored copy), CONFLICT (the id already names *another* message; nothing was
+stored) or FAILED (with the reason). FAILED means *not confirmed*: a message whose ack was lost may
+still have been stored, and publishing the same event again is safe as long as it happens within
+the stream's duplicate window (120 s by default, above the default ``deadline``).
+
+A duplicate PubAck is not taken on trust. The stream deduplicates by ``Nats-Msg-Id`` alone, so an
+event whose id someone else used first would be answered "duplicate" although it was never
+stored. The publisher therefore reads the stored message at the acknowledged sequence (a direct
+get, ``$JS.API.DIRECT.GET.<stream>``: the stream has ``allow_direct``, and the publishing roles may
+send that request) and reports DUPLICATE only when it is this event: the same subject, and the same
+bytes or bytes that decode to an equal event (another client's JSON of it); else CONFLICT, with
+both the id and the stored sequence. A stored copy that cannot be read is retried like a lost
+ack (sent again, compared again) until the deadline, then FAILED (not confirmed).
 
 This is the one module of :mod:`events` that imports nats-py; it translates nats-py errors into
 :class:`events.errors.PublishError` subclasses.
@@ -41,7 +51,7 @@ from nats.aio.msg import Msg
 
 from events.catalogue import Event
 from events.codec import CODEC, Codec
-from events.errors import EventError, InvalidEvent, PublishError, PublishTimeout
+from events.errors import EventError, InvalidEvent, PublishConflict, PublishError, PublishTimeout
 from events.subjects import STREAM, subject_of
 
 __all__ = [
@@ -76,15 +86,16 @@ class PublishStatus(enum.StrEnum):
 
     STORED = "stored"
     DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
     FAILED = "failed"
 
 
 class PublishResult(msgspec.Struct, frozen=True):
     """What happened to one event.
 
-    ``seq`` is the stream sequence: of the message just stored (STORED) or of the copy stored
-    earlier under the same id (DUPLICATE, as the server's PubAck reports it). ``error`` says why
-    when FAILED.
+    ``seq`` is the stream sequence: of the message just stored (STORED), of the copy of this
+    event stored earlier (DUPLICATE) or of the other message stored under the same id (CONFLICT).
+    ``error`` says why when FAILED or CONFLICT.
     """
 
     event_id: uuid.UUID
@@ -96,7 +107,7 @@ class PublishResult(msgspec.Struct, frozen=True):
     @property
     def ok(self) -> bool:
         """True when the event is in the stream: stored now, or stored before (duplicate)."""
-        return self.status != PublishStatus.FAILED
+        return self.status is PublishStatus.STORED or self.status is PublishStatus.DUPLICATE
 
 
 class PublishRejected(PublishError):
@@ -165,6 +176,7 @@ class _Pending:
         "payload",
         "reply",
         "subject",
+        "verifying",
     )
 
     def __init__(
@@ -188,6 +200,7 @@ class _Pending:
         self.deadline = deadline
         self.attempts = 1
         self.backoff = False
+        self.verifying = False
         self.due = 0.0
         self.done = False
         self.error: str | None = None
@@ -239,6 +252,7 @@ class Publisher:
         self._decoder = msgspec.json.Decoder(_PubAck)
         self._resent = 0
         self._last_warning = -math.inf
+        self._checks: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -249,9 +263,9 @@ class Publisher:
         """Validate, publish and await the ack of one event; return STORED or DUPLICATE.
 
         Raises InvalidEvent (nothing sent) when the event breaks the contract, PublishRejected
-        when the server refuses it, PublishTimeout when it is not acknowledged within
-        ``deadline`` (counted from this call) and PublishError for other failures, such as a
-        closed connection.
+        when the server refuses it, PublishConflict when its id already names another message,
+        PublishTimeout when it is not acknowledged within ``deadline`` (counted from this call)
+        and PublishError for other failures, such as a closed connection.
         """
         payload = self.codec.encode(event)
         rec = await self._publish_one(event.id, subject_of(event), payload, str(event.id))
@@ -265,7 +279,8 @@ class Publisher:
         """Publish a payload the caller has already validated, with the same ack and retries.
 
         ``msg_id`` is the event id (a UUID string), sent as ``Nats-Msg-Id``. Raises InvalidEvent
-        for a malformed subject or id; a delivery failure is returned as FAILED, not raised.
+        for a malformed subject or id; a delivery failure is returned as FAILED and a reused id
+        as CONFLICT, not raised.
         """
         if not subject or not _FORBIDDEN_IN_SUBJECT.isdisjoint(subject):
             raise InvalidEvent("subject", f"not a valid NATS subject: {subject!r}")
@@ -282,7 +297,8 @@ class Publisher:
         """Publish events concurrently and return one result per event, in input order.
 
         An invalid event is FAILED with the InvalidEvent text and is not sent; it does not stop
-        the others. Nothing is raised for a per-event failure. Each event's ``deadline`` runs
+        the others. Nothing is raised for a per-event failure; an event whose id already names
+        another message is CONFLICT (with that message's ``seq``). Each event's ``deadline`` runs
         from its first send; once one event has run out of time (the stream has been unreachable
         for a whole deadline), the events not sent yet are FAILED without being sent.
         """
@@ -386,6 +402,76 @@ class Publisher:
             raise
         return rec
 
+    async def stored(self, seq: int) -> tuple[str, bytes]:
+        """Return the subject and payload the stream holds at ``seq`` (a direct get).
+
+        Raises PublishError when the message cannot be read (no such sequence, direct gets not
+        allowed to this connection's user, no answer within ``ack_timeout``).
+        """
+        request = msgspec.json.encode({"seq": seq})
+        try:
+            msg = await self.nc.request(
+                f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=self.ack_timeout
+            )
+        except nats.errors.NoRespondersError:
+            raise PublishError(
+                f"no answer to a direct get on stream {self.stream!r} (is allow_direct set?)"
+            ) from None
+        except (nats.errors.Error, TimeoutError) as error:
+            raise PublishError(
+                f"cannot read stream sequence {seq}: {_describe(error)} (is the server "
+                f"restarting, or may this user not publish $JS.API.DIRECT.GET.{self.stream}?)"
+            ) from error
+        headers = msg.headers or {}
+        status = headers.get(_STATUS_HEADER)
+        if status:
+            description = headers.get("Description", "")
+            raise PublishError(f"cannot read stream sequence {seq}: {status} {description}".strip())
+        return headers.get("Nats-Subject", ""), bytes(msg.data)
+
+    def _check_duplicate(self, rec: _Pending, seq: int) -> None:
+        """Start checking that the copy stored at ``seq`` is ``rec``'s message, off the ack path."""
+        rec.verifying = True
+        task = asyncio.get_running_loop().create_task(self._verify(rec, seq))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _verify(self, rec: _Pending, seq: int) -> None:
+        """Resolve a duplicate ack: DUPLICATE if the stored copy is this message, else CONFLICT."""
+        try:
+            subject, data = await self.stored(seq)
+        except PublishError as error:
+            if not rec.done:
+                # Not confirmed yet (a restart, a slow server): send again, compare again, until
+                # the deadline; then FAILED with this reason.
+                rec.verifying = False
+                reason = f"the id is stored at sequence {seq} but cannot be compared: {error}"
+                self._backoff(rec, time.monotonic(), reason)
+            return
+        if rec.done:  # abandoned or failed meanwhile
+            return
+        if subject == rec.subject and (data == rec.payload or self._same_event(data, rec.payload)):
+            self._finish(
+                rec, PublishResult(rec.event_id, PublishStatus.DUPLICATE, rec.subject, seq)
+            )
+            return
+        reason = (
+            f"id {rec.event_id} already names another message, stored at sequence {seq} "
+            f"on {subject!r}; this event was not stored"
+        )
+        _log.warning("publish conflict", event_id=str(rec.event_id), seq=seq, subject=rec.subject)
+        rec.failure = PublishConflict(rec.event_id, seq, reason)
+        self._finish(
+            rec, PublishResult(rec.event_id, PublishStatus.CONFLICT, rec.subject, seq, reason)
+        )
+
+    def _same_event(self, stored: bytes, payload: bytes) -> bool:
+        """True when two encodings (another producer's JSON, say) decode to the same event."""
+        try:
+            return self.codec.decode(stored) == self.codec.decode(payload)
+        except EventError:
+            return False
+
     async def _reply_prefix(self) -> str:
         """Return ``<inbox>.``, subscribing to ``<inbox>.*`` on first use."""
         if self.nc.is_closed:
@@ -458,7 +544,7 @@ class Publisher:
     async def _on_ack(self, msg: Msg) -> None:
         """Resolve the pending message an ack (or a status reply) answers."""
         rec = self._waiting.get(msg.subject)
-        if rec is None:
+        if rec is None or rec.verifying:
             return
         data = msg.data
         if not data:
@@ -477,8 +563,12 @@ class Publisher:
         error = ack.error
         if error is None:
             if ack.stream == self.stream:
-                status_ = PublishStatus.DUPLICATE if ack.duplicate else PublishStatus.STORED
-                self._finish(rec, PublishResult(rec.event_id, status_, rec.subject, ack.seq))
+                if ack.duplicate:
+                    self._check_duplicate(rec, ack.seq)
+                else:
+                    self._finish(
+                        rec, PublishResult(rec.event_id, PublishStatus.STORED, rec.subject, ack.seq)
+                    )
             else:
                 reason = f"stored in stream {ack.stream!r} (seq {ack.seq}), not {self.stream!r}"
                 self._fail(rec, PublishRejected(reason))
@@ -493,6 +583,8 @@ class Publisher:
 
     def _finish(self, rec: _Pending, result: PublishResult) -> None:
         """Record an outcome, free the in-flight slot and wake whoever waits for either."""
+        if rec.done:
+            return
         rec.done = True
         del self._waiting[rec.reply]
         batch = rec.batch
@@ -505,6 +597,8 @@ class Publisher:
 
     def _fail(self, rec: _Pending, failure: PublishError) -> None:
         """Record a failure; a message that ran out of time marks its batch as broken."""
+        if rec.done:
+            return
         rec.failure = failure
         if isinstance(failure, PublishTimeout):
             rec.batch.broken = failure.reason
@@ -545,6 +639,7 @@ class Publisher:
             events=len(results),
             stored=counts[PublishStatus.STORED],
             duplicate=counts[PublishStatus.DUPLICATE],
+            conflict=counts[PublishStatus.CONFLICT],
             failed=counts[PublishStatus.FAILED],
             seconds=round(time.monotonic() - started, 3),
         )
@@ -576,6 +671,8 @@ class Publisher:
         due: list[_Pending] = []
         next_due = math.inf
         for rec in self._waiting.values():
+            if rec.verifying:  # acknowledged; _verify resolves it
+                continue
             if rec.due <= now:
                 due.append(rec)
             elif rec.due < next_due:

@@ -112,6 +112,8 @@ _RESPONSES: Final[dict[int | str, str]] = {
     "For a single event: stored, or duplicate (already stored; `seq` is the stored copy's).",
     401: "Missing or unknown token. Nothing was processed.",
     403: "Single event only: outside the token's grant (community or type). Not stored.",
+    409: "Single event only: another event is already stored under its id (`results[0].seq`); "
+    "this one was not stored. Give it a new id.",
     413: "The body exceeds the byte limit, or the batch the event limit. Nothing was stored.",
     422: "Single event: it breaks the contract (`results[0].field`, `.reason`). Batch: the body "
     "is not a JSON array of events. Not stored.",

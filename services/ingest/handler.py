@@ -5,7 +5,9 @@ Both doors (HTTP and NATS request-reply) hand the token and the raw body to
 alike. The body is one event (a JSON object) or a batch (a JSON array of events); each event is
 validated strictly with :meth:`events.codec.Codec.validate_json`, checked against the producer's
 grant and published with the reliable publisher (``Nats-Msg-Id`` = the event id, so a re-sent
-event is answered ``duplicate``, not stored twice).
+event is answered ``duplicate``, not stored twice). ``duplicate`` is only said when the stored copy
+is this very event; an id that names *another* stored event (a reused or squatted id) is answered
+``conflict`` -- the event was not stored, re-sending it cannot store it, give it a new id.
 
 Status policy (``IngestReply.status``, also the HTTP status):
 
@@ -17,7 +19,7 @@ Status policy (``IngestReply.status``, also the HTTP status):
   ``duplicate`` (within the stream's duplicate window).
 * otherwise a batch answers 200 with one result per event, some perhaps ``rejected`` (breaks the
   contract) or ``refused`` (outside the token's grant); a single event answers with its own
-  status: 200 stored or duplicate, 422 rejected, 403 refused.
+  status: 200 stored or duplicate, 422 rejected, 403 refused, 409 conflict.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _log = structlog.get_logger("services.ingest")
 
 OK: Final = 200
 FORBIDDEN: Final = 403
+CONFLICT: Final = 409
 UNAUTHORIZED: Final = 401
 TOO_LARGE: Final = 413
 UNPROCESSABLE: Final = 422
@@ -52,7 +55,9 @@ class Outcome(enum.StrEnum):
     STORED = "stored"
     """Stored in the stream now; ``seq`` is its stream sequence."""
     DUPLICATE = "duplicate"
-    """An event with this id was already stored; ``seq`` is that copy's sequence."""
+    """This event was already stored (same id, same bytes); ``seq`` is that copy's sequence."""
+    CONFLICT = "conflict"
+    """Another event is stored under this id (at ``seq``): this one was not stored. Use a new id."""
     REJECTED = "rejected"
     """Breaks the event contract; ``field`` and ``reason`` say how. Not sent."""
     REFUSED = "refused"
@@ -219,6 +224,10 @@ def _from_publish(index: int, event: Event, result: PublishResult) -> EventResul
         return EventResult(index, Outcome.STORED, str(event.id), seq=result.seq)
     if result.status is PublishStatus.DUPLICATE:
         return EventResult(index, Outcome.DUPLICATE, str(event.id), seq=result.seq)
+    if result.status is PublishStatus.CONFLICT:
+        return EventResult(
+            index, Outcome.CONFLICT, str(event.id), seq=result.seq, field="id", reason=result.error
+        )
     return EventResult(
         index, Outcome.FAILED, str(event.id), reason=result.error or "not confirmed as stored"
     )
@@ -234,4 +243,6 @@ def _status(results: list[EventResult], single: bool) -> int:
             return UNPROCESSABLE
         if outcome is Outcome.REFUSED:
             return FORBIDDEN
+        if outcome is Outcome.CONFLICT:
+            return CONFLICT
     return OK

@@ -59,12 +59,16 @@ async def serve(
     tokens: ModeratorTokens,
     stop: asyncio.Event,
     *,
+    id_key: bytes,
     host: str = "127.0.0.1",
     port: int = 8081,
     options: ServiceOptions | None = None,
     on_started: Callable[[Running], None] | None = None,
 ) -> None:
-    """Serve decisions (HTTP and request-reply) and run the reactor until ``stop`` is set."""
+    """Serve decisions (HTTP and request-reply) and run the reactor until ``stop`` is set.
+
+    ``id_key`` is the deployment's secret id key (the ids of hides and of idempotent decisions).
+    """
     opts = options or ServiceOptions()
     sock = bind(host, port)
     bound = int(sock.getsockname()[1])
@@ -80,12 +84,13 @@ async def serve(
     async def head() -> int:
         return int((await js.stream_info(STREAM)).state.last_seq)
 
-    service = DecisionService(lookup, publisher)
+    service = DecisionService(lookup, publisher, id_key=id_key)
     reactor = (
         Reactor(
             candidates,
             publisher,
             head,
+            id_key=id_key,
             interval=opts.reactor_interval,
             max_age=opts.reactor_max_age,
         )

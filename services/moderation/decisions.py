@@ -4,8 +4,17 @@ One path for both transports (HTTP and NATS request-reply): the request is decod
 (unknown fields refused), the moderator comes from their token, the target must be an item of the
 moderation queue (its author is taken from there), and the ``moderation.decided`` event is
 published through the reliable :class:`events.publisher.Publisher` -- acknowledged by the stream,
-``Nats-Msg-Id`` = the event id. A client that sends its own ``id`` may retry safely: the stream
-stores the decision once (within its duplicate window) and the answer says ``duplicate``.
+``Nats-Msg-Id`` = the event id.
+
+The service assigns the event id; a client never chooses it (an id a client could choose is one it
+could point at another event, to have its decision answered "duplicate" and dropped). A client
+that wants to retry safely sends an idempotency key, ``id``: the event id is then
+``keyed_event_id(id_key, "moderation", "decision", community, moderator, key)`` -- the same for the
+same moderator, community and key, unpredictable to anyone without the deployment's id key, and
+never the same for two moderators or communities. A retry with the same key and the same decision
+is answered ``duplicate`` with the stored copy's sequence (within the stream's duplicate window);
+the same key with a *different* decision is refused as a conflict (409), nothing published.
+Without a key every request is a new decision with a fresh random id.
 """
 
 from __future__ import annotations
@@ -18,10 +27,13 @@ from typing import Any, Protocol
 import msgspec
 
 from events.catalogue import Event, ModerationDecided
-from events.errors import InvalidEvent, PublishError
+from events.codec import CODEC
+from events.errors import EventError, InvalidEvent, PublishConflict, PublishError
 from events.fields import CommunityId, ContentId, Decision, Note, TargetKind, UtcTime
-from events.publisher import PublishResult
-from services.moderation.errors import InvalidDecision, Unavailable, UnknownTarget
+from events.ids import keyed_event_id
+from events.publisher import PublishResult, PublishStatus
+from services.moderation.auth import Moderator
+from services.moderation.errors import Conflict, InvalidDecision, Unavailable, UnknownTarget
 from services.moderation.readside import QueueLookup
 
 DECIDE_SUBJECT = "_agora.moderation.v1.decide"
@@ -41,7 +53,7 @@ class DecisionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     until: UtcTime | None = None
     """End of a ``suspend``; required for it and only for it."""
     id: uuid.UUID | None = None
-    """Optional idempotency key: the event id. Retrying with the same id publishes once."""
+    """Optional idempotency key (not the event id): retrying with the same key publishes once."""
 
 
 class DecisionRequest(DecisionBody, kw_only=True, forbid_unknown_fields=True):
@@ -55,7 +67,7 @@ class DecisionOutcome(msgspec.Struct, frozen=True):
 
     event_id: uuid.UUID
     status: str
-    """``stored`` or ``duplicate`` (the same id was stored before)."""
+    """``stored``, or ``duplicate`` (the same key and decision were stored before)."""
     seq: int | None
     """Stream sequence of the stored event: wait for it to read your write."""
     community: str
@@ -72,6 +84,10 @@ class EventPublisher(Protocol):
 
     async def publish(self, event: Event) -> PublishResult:
         """Publish one event and return its acknowledged outcome."""
+        ...
+
+    async def stored(self, seq: int) -> tuple[str, bytes]:
+        """The subject and payload the stream holds at ``seq``."""
         ...
 
 
@@ -103,26 +119,42 @@ def _community(value: str) -> str:
 
 
 class DecisionService:
-    """Checks a decision against the queue and publishes it as ``moderation.decided``."""
+    """Checks a decision against the queue and publishes it as ``moderation.decided``.
+
+    ``id_key`` is the deployment's secret id key, from which idempotent decisions' ids are derived.
+    """
 
     def __init__(
         self,
         lookup: QueueLookup,
         publisher: EventPublisher,
         *,
+        id_key: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.lookup = lookup
         self.publisher = publisher
+        self.id_key = id_key
         self.clock = clock
 
-    async def decide(self, community: str, body: DecisionBody, moderator: str) -> DecisionOutcome:
+    def event_id(self, community: str, moderator: str, key: uuid.UUID | None) -> uuid.UUID:
+        """The id of a decision: derived from the client's idempotency key, else random."""
+        if key is None:
+            return uuid.uuid4()
+        return keyed_event_id(self.id_key, "moderation", "decision", community, moderator, str(key))
+
+    async def decide(
+        self, community: str, body: DecisionBody, moderator: Moderator
+    ) -> DecisionOutcome:
         """Publish ``body`` as ``moderator``'s decision in ``community``.
 
-        Raises InvalidDecision (the contract refuses it), UnknownTarget (not in the queue) or
-        Unavailable (the queue or the stream cannot be reached); nothing is published then.
+        Raises InvalidDecision (the contract refuses it), Forbidden (the community is outside the
+        moderator's scope), UnknownTarget (not in the queue), Conflict (the idempotency key was
+        used for another decision) or Unavailable (the queue or the stream cannot be reached);
+        nothing is published then.
         """
         community = _community(community)
+        moderator.check(community)
         try:
             item = await self.lookup.item(community, body.target_kind, body.target)
         except Exception as error:
@@ -134,9 +166,9 @@ class DecisionService:
             )
         try:
             event = ModerationDecided(
-                id=body.id or uuid.uuid4(),
+                id=self.event_id(community, moderator.member, body.id),
                 community=community,
-                actor=moderator,
+                actor=moderator.member,
                 occurred_at=self.clock(),
                 target=body.target,
                 target_kind=body.target_kind,
@@ -148,6 +180,8 @@ class DecisionService:
             result = await self.publisher.publish(event)
         except InvalidEvent as error:
             raise InvalidDecision(str(error)) from None
+        except PublishConflict as conflict:
+            result = await self._repeated(event, conflict)
         except PublishError as error:
             raise Unavailable(f"the decision was not confirmed by the stream: {error}") from error
         return DecisionOutcome(
@@ -158,8 +192,33 @@ class DecisionService:
             target_kind=body.target_kind,
             target=body.target,
             decision=body.decision,
-            moderator=moderator,
+            moderator=moderator.member,
             item_status=item.status,
+        )
+
+    async def _repeated(self, event: ModerationDecided, conflict: PublishConflict) -> PublishResult:
+        """A retry's outcome: DUPLICATE if the stored event is this decision made earlier.
+
+        A retry carries a new ``occurred_at``, so its bytes differ from the stored copy's and
+        the publisher reports a conflict; the decision is the same when everything but the time
+        is. Anything else under the id is a key reused for another decision: Conflict.
+        """
+        try:
+            subject, data = await self.publisher.stored(conflict.seq)
+        except PublishError as error:
+            raise Unavailable(f"the decision was not confirmed by the stream: {error}") from error
+        try:
+            stored = CODEC.decode(data)
+        except EventError:
+            stored = None
+        if (
+            isinstance(stored, ModerationDecided)
+            and msgspec.structs.replace(stored, occurred_at=event.occurred_at) == event
+        ):
+            return PublishResult(event.id, PublishStatus.DUPLICATE, subject, conflict.seq)
+        raise Conflict(
+            f"the idempotency key was used before for another decision (stored at stream "
+            f"sequence {conflict.seq}); nothing was published: use a new key for a new decision"
         )
 
 

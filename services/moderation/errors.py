@@ -25,6 +25,20 @@ class Unauthorized(ModerationError):
     http_status = 401
 
 
+class Forbidden(ModerationError):
+    """The moderator's token does not cover the decision's community; nothing was published."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class Conflict(ModerationError):
+    """The decision's idempotency key was used before for another decision; nothing published."""
+
+    code = "conflict"
+    http_status = 409
+
+
 class InvalidDecision(ModerationError, ValueError):
     """The decision is malformed or breaks the event contract; nothing was published."""
 

@@ -5,9 +5,11 @@ and a JSON body (:class:`services.moderation.decisions.DecisionBody`). Answers:
 
 * ``201`` with the :class:`~services.moderation.decisions.DecisionOutcome` (``status`` stored or
   duplicate, ``seq``);
-* ``401`` without a valid token, ``404`` for a target that is not in the queue, ``422`` for a
-  malformed decision, ``503`` when the queue or the stream cannot be reached -- each with
-  ``{"ok": false, "error": code, "reason": text}``; nothing was published.
+* ``401`` without a valid token, ``403`` for a community outside the token's scope, ``404`` for
+  a target that is not in the queue, ``409`` for an idempotency key (``id``) used before for
+  another decision, ``422`` for a malformed decision, ``503`` when the queue or the stream cannot
+  be reached -- each with ``{"ok": false, "error": code, "reason": text}``; nothing was
+  published.
 
 ``GET /healthz`` answers 200 while the service runs. The body is decoded by msgspec (the same
 decoder as request-reply), so both transports accept and refuse exactly the same decisions.
@@ -62,7 +64,7 @@ def create_app(service: DecisionService, tokens: ModeratorTokens) -> FastAPI:
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": _SCHEMA}}}
         },
-        responses={401: {}, 404: {}, 422: {}, 503: {}},
+        responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}, 503: {}},
     )
     async def decide(community: str, request: Request) -> Response:
         """Publish a moderator's decision on a reported target of ``community``."""

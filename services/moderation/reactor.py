@@ -8,10 +8,15 @@ which the item is no longer a candidate.
 
 Exactly once per crossing, by three rules:
 
-1. **A deterministic event.** The id is ``derived_event_id("moderation", "auto_hide", community,
-   kind, target, round, crossing seq)`` and the event time is the crossing report's event time, so
-   every (re-)publish of a crossing is byte-for-byte the same event: the stream's duplicate window
-   drops a second copy, and every projection's seen-table would skip one even after the window.
+1. **A deterministic event.** The id is ``keyed_event_id(id_key, "moderation", "auto_hide",
+   community, kind, target, round, crossing seq)`` and the event time is the crossing report's
+   event time, so every (re-)publish of a crossing is byte-for-byte the same event: the stream's
+   duplicate window drops a second copy, and every projection's seen-table would skip one even
+   after the window. The id is keyed with the deployment's secret id key (``AGORA_ID_KEY``): its
+   parts are public, and an id a producer could compute is one it could publish first, making the
+   real hide a "duplicate" that is never stored. The publisher checks every duplicate against the
+   stored copy anyway; a hide whose id names another message is a *conflict*, logged as an error
+   and counted, never taken for done.
 2. **The fence.** The reactor acts only when the active generation has applied everything up to
    its *fence*: the stream's last sequence when the reactor started (anything an earlier
    incarnation published), raised to the sequence of every hide it publishes since. So a hide it
@@ -43,9 +48,9 @@ from typing import Final, Protocol
 import structlog
 
 from events.catalogue import ContentHidden, Event
-from events.ids import derived_event_id
+from events.ids import keyed_event_id
 from events.limits import SYSTEM_ACTOR
-from events.publisher import PublishResult
+from events.publisher import PublishResult, PublishStatus
 from services.errors import InvalidSetting
 from services.moderation.readside import HideCandidate, HideCandidates
 
@@ -89,6 +94,7 @@ class Sweep:
     stored: int = 0
     duplicates: int = 0
     failed: int = 0
+    conflicts: int = 0
 
 
 @dataclass(slots=True)
@@ -101,11 +107,17 @@ class ReactorStats:
     stored: int = 0
     duplicates: int = 0
     failed: int = 0
+    conflicts: int = 0
+    """Hides whose id the stream already held for another message (never stored)."""
 
 
-def hide_event_id(candidate: HideCandidate) -> uuid.UUID:
-    """The id of a crossing's hide: the same for every attempt, process and replay."""
-    return derived_event_id(
+def hide_event_id(candidate: HideCandidate, key: bytes) -> uuid.UUID:
+    """The id of a crossing's hide: the same for every attempt, process and replay.
+
+    Keyed with the deployment's id key, so no producer can compute it (and squat it) first.
+    """
+    return keyed_event_id(
+        key,
         "moderation",
         "auto_hide",
         candidate.community,
@@ -116,11 +128,11 @@ def hide_event_id(candidate: HideCandidate) -> uuid.UUID:
     )
 
 
-def hide_event(candidate: HideCandidate) -> ContentHidden:
-    """The ``content.hidden`` of a crossing: a pure function of it (id, time and note)."""
+def hide_event(candidate: HideCandidate, key: bytes) -> ContentHidden:
+    """The ``content.hidden`` of a crossing: a pure function of it and the key (id, time, note)."""
     points = Decimal(candidate.score) / 1000
     return ContentHidden(
-        id=hide_event_id(candidate),
+        id=hide_event_id(candidate, key),
         community=candidate.community,
         actor=SYSTEM_ACTOR,
         occurred_at=candidate.crossed_at.astimezone(UTC),
@@ -140,7 +152,8 @@ class Reactor:
 
     ``head`` returns the stream's last sequence. ``interval`` is the longest pause between two
     sweeps; :meth:`notify` (a report arrived) starts one sooner. ``poll`` is the pause while the
-    projection has not yet applied a notified sequence.
+    projection has not yet applied a notified sequence. ``id_key`` is the deployment's secret id
+    key (see :func:`hide_event_id`).
     """
 
     def __init__(
@@ -149,6 +162,7 @@ class Reactor:
         publisher: BatchPublisher,
         head: Callable[[], Awaitable[int]],
         *,
+        id_key: bytes,
         interval: float = 1.0,
         poll: float = 0.05,
         max_age: timedelta | None = DEFAULT_MAX_AGE,
@@ -159,6 +173,7 @@ class Reactor:
             raise InvalidSetting("interval and poll must be positive and batch at least 1")
         self.candidates = candidates
         self.publisher = publisher
+        self.id_key = id_key
         self.head = head
         self.interval = interval
         self.poll = poll
@@ -199,14 +214,25 @@ class Reactor:
         found = await self.candidates.pending(since, self.batch)
         if not found:
             return self._done(Sweep(SweepState.IDLE, applied, self.fence))
-        events = [hide_event(c) for c in found]
+        events = [hide_event(c, self.id_key) for c in found]
         self.stats.attempts += len(events)
         results = await self.publisher.publish_many(events)
-        stored = duplicates = failed = 0
+        stored = duplicates = failed = conflicts = 0
         for candidate, result in zip(found, results, strict=True):
-            if result.ok and result.seq is not None:
+            if result.status is PublishStatus.CONFLICT:
+                # Not stored, and re-sending cannot store it while the other message holds the
+                # id in the duplicate window; the item stays a candidate and is tried again.
+                conflicts += 1
+                _log.error(
+                    "hide not stored: its id names another message in the stream",
+                    community=candidate.community,
+                    target=f"{candidate.target_kind}:{candidate.target}",
+                    event_id=str(result.event_id),
+                    stored_seq=result.seq,
+                )
+            elif result.ok and result.seq is not None:
                 self.fence = max(self.fence, result.seq)
-                if result.status == "duplicate":
+                if result.status is PublishStatus.DUPLICATE:
                     duplicates += 1
                 else:
                     stored += 1
@@ -232,8 +258,9 @@ class Reactor:
         self.stats.stored += stored
         self.stats.duplicates += duplicates
         self.stats.failed += failed
+        self.stats.conflicts += conflicts
         return self._done(
-            Sweep(SweepState.PUBLISHED, applied, self.fence, stored, duplicates, failed)
+            Sweep(SweepState.PUBLISHED, applied, self.fence, stored, duplicates, failed, conflicts)
         )
 
     def _done(self, sweep: Sweep) -> Sweep:

@@ -200,7 +200,7 @@ def test_publish_stores_the_valid_lines_and_names_the_invalid_field(
 
     result = agora("publish", str(events), cwd=tmp_path, AGORA_NATS_URL=url)
     assert result.returncode == 1
-    assert "read 4 events: stored 3, duplicate 0, failed 0, invalid 1" in result.stdout
+    assert "read 4 events: stored 3, duplicate 0, failed 0, conflict 0, invalid 1" in result.stdout
     assert "line 4: invalid: member: is required" in result.stderr
 
     again = agora("publish", "--json", str(events), cwd=tmp_path, AGORA_NATS_URL=url)
@@ -214,6 +214,13 @@ def test_publish_stores_the_valid_lines_and_names_the_invalid_field(
     good = agora("publish", "-", cwd=tmp_path, input="\n".join(_jsonl(5)), AGORA_NATS_URL=url)
     assert good.returncode == 0
     assert "stored 2, duplicate 3" in good.stdout
+
+    # Another event under a stored event's id: not stored, and not a success.
+    squat = {**json.loads(valid[0]), "community": "c999"}
+    taken = agora("publish", "-", cwd=tmp_path, input=json.dumps(squat), AGORA_NATS_URL=url)
+    assert taken.returncode == 1
+    assert "stored 0, duplicate 0, failed 0, conflict 1" in taken.stdout
+    assert "line 1: conflict: id " in taken.stderr
 
 
 def test_publish_without_the_stream_fails_every_event(url: str, tmp_path: Path) -> None:

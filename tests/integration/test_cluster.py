@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -298,8 +299,13 @@ async def test_each_role_may_do_only_its_part(cluster: Cluster) -> None:
         connect(cluster, "forum-web") as (producer, producer_conn),
     ):
         # A service may publish events of any community: acknowledged by the stream.
-        stored = await Publisher(service, ack_timeout=2.0, deadline=10.0).publish(events[0])
+        publisher = Publisher(service, ack_timeout=2.0, deadline=10.0)
+        stored = await publisher.publish(events[0])
         assert stored.status is PublishStatus.STORED
+        # Its role lets it read the copy behind a "duplicate" ack: the same event, or a conflict.
+        assert (await publisher.publish(events[0])).status is PublishStatus.DUPLICATE
+        squat = msgspec.structs.replace(events[1], id=events[0].id)
+        assert (await publisher.publish_many([squat]))[0].status is PublishStatus.CONFLICT
 
         # A worker reads the stream, but cannot publish an event ...
         worker_js = worker.jetstream(timeout=2)

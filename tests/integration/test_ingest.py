@@ -166,6 +166,34 @@ async def test_a_plain_http_producer_stores_and_dedupes(
     assert await last_seq(js) == seq
 
 
+async def test_an_id_another_producer_stored_first_is_a_conflict_not_a_duplicate(
+    ingest: Ingest, js: JetStreamContext, nc: Client
+) -> None:
+    """The bot squats an id in c99; the forum's event under it in c42 is not said to be stored."""
+    victim = post_created("c42")
+    squat = post_created("c99", actor="bot1", title="squatted")
+    squat["id"] = victim["id"]
+    first = await post(ingest.url, squat, BOT_TOKEN)
+    assert first.json()["results"][0]["status"] == "stored", first.text
+    seq = first.json()["results"][0]["seq"]
+
+    response = await post(ingest.url, victim)
+    assert response.status_code == 409, response.text
+    (result,) = response.json()["results"]
+    assert (result["status"], result["id"], result["seq"], result["field"]) == (
+        "conflict",
+        victim["id"],
+        seq,
+        "id",
+    )
+    batch = await post(ingest.url, [victim, post_created("c42")])
+    assert batch.status_code == 200
+    assert [r["status"] for r in batch.json()["results"]] == ["conflict", "stored"]
+    answer = await request(nc, victim)
+    assert answer["results"][0]["status"] == "conflict"
+    assert await last_seq(js) == seq + 1
+
+
 async def test_a_batch_with_one_bad_event_stores_the_good_ones(
     ingest: Ingest, js: JetStreamContext
 ) -> None:

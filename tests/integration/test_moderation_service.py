@@ -33,6 +33,7 @@ from agora.embedded import EmbeddedNats
 from agora.moderation_wiring import SqlHideCandidates, run_moderation
 from agora.stream import StreamSettings, ensure_stream
 from events import CODEC, ContentHidden, ContentReported, Event, MemberJoined
+from events.ids import derived_event_id
 from events.publisher import Publisher, PublishResult, PublishStatus
 from events.subjects import STREAM
 from projections.database import create_engine
@@ -51,6 +52,7 @@ FAST = WorkerSettings(
     stall_timeout=2.0, idle_heartbeat=0.5, status_interval=0.2, lock_poll=0.1, db_retry=0.2
 )
 C = "c1"
+KEY = b"the-test-deployment-id-key-32-bytes!"
 TOKEN = "token-of-mod1"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SHORT_WINDOW = 1.0
@@ -192,7 +194,9 @@ async def cross(publisher: Publisher, projection: Projection, target: str = "p1"
 
 
 def reactor_for(engine: sa.Engine, publisher: Any, js: JetStreamContext, **kwargs: Any) -> Reactor:
-    return Reactor(SqlHideCandidates(engine), publisher, lambda: head(js), interval=0.05, **kwargs)
+    return Reactor(
+        SqlHideCandidates(engine), publisher, lambda: head(js), id_key=KEY, interval=0.05, **kwargs
+    )
 
 
 # -- decisions ----------------------------------------------------------------------------------
@@ -214,7 +218,8 @@ async def test_decisions_over_http_and_request_reply_are_validated_against_the_q
         data_dir=tmp_path / "data",
         nats_url=nats_server.url,
         database_url=url_of(engine),
-        moderator_tokens=f"mod1={TOKEN},mod2=another-token",
+        moderator_tokens=f"mod1@*={TOKEN},mod2@{C}|c2=another-token",
+        id_key=KEY.decode(),
     )
     started: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
@@ -281,7 +286,8 @@ async def test_decisions_over_http_and_request_reply_are_validated_against_the_q
             assert first.json()["seq"] == again.json()["seq"]
 
         event = await last_event(js, "moderation.decided")
-        assert (event.id, event.actor, event.decision) == (uuid.UUID(key), "mod1", "keep")
+        assert (event.actor, event.decision) == ("mod1", "keep")
+        assert str(event.id) == first.json()["event_id"] == again.json()["event_id"] != key
         assert (event.target, event.target_author) == ("p1", "ann")  # the author from the queue
         await projection.caught_up(first.json()["seq"])
         with engine.connect() as conn:
@@ -336,7 +342,10 @@ async def test_the_running_service_hides_a_crossing_exactly_once(
     tmp_path: Path,
 ) -> None:
     settings = Settings(
-        data_dir=tmp_path / "data", nats_url=nats_server.url, database_url=url_of(engine)
+        data_dir=tmp_path / "data",
+        nats_url=nats_server.url,
+        database_url=url_of(engine),
+        id_key=KEY.decode(),
     )
     started: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
@@ -367,7 +376,7 @@ async def test_the_running_service_hides_a_crossing_exactly_once(
             ).one()
         assert marked == (third, 1)
         candidate = HideCandidate(C, "post", "p1", "ann", 1, third, event.occurred_at, 18000)
-        assert event.id == hide_event_id(candidate)
+        assert event.id == hide_event_id(candidate, KEY)
 
         # More reports on the hidden post, and many sweeps later: still one hide.
         more = await publish(publisher, [report(4), report(5)])
@@ -530,3 +539,128 @@ async def test_old_crossings_are_left_alone(
     assert (await old.sweep()).state is SweepState.IDLE
     assert await hides(js) == 0
     assert (await reactor_for(engine, publisher, js).sweep()).stored == 1
+
+
+# -- trust: ids no producer can squat, moderators in their communities --------------------------
+
+
+def squatter(event_id: uuid.UUID) -> Event:
+    """A producer's event in another community, published under an id it chose."""
+    return MemberJoined(
+        id=event_id,
+        community="evil",
+        actor="m1",
+        occurred_at=datetime.now(UTC),
+        member="m1",
+    )
+
+
+async def test_a_producer_cannot_suppress_an_auto_hide_by_publishing_its_id_first(
+    js: JetStreamContext, nc: Client, engine: sa.Engine, projection: Projection
+) -> None:
+    publisher = Publisher(nc)
+    crossing = await cross(publisher, projection)
+    # The hide id as anyone could compute it from the public fields of the crossing.
+    public = derived_event_id("moderation", "auto_hide", C, "post", "p1", "1", str(crossing))
+    await publish(publisher, [squatter(public)])
+    await projection.caught_up(await head(js))
+
+    reactor = reactor_for(engine, publisher, js)
+    sweep = await reactor.sweep()
+    assert (sweep.stored, sweep.duplicates, sweep.conflicts) == (1, 0, 0), sweep
+    assert await hides(js) == 1
+    await projection.caught_up(await head(js))
+    with engine.connect() as conn:
+        item = q.queue_item(conn, C, "post", "p1")
+    assert item is not None and item.hidden
+
+
+async def test_a_hide_whose_id_names_another_message_is_a_conflict_not_done(
+    js: JetStreamContext, nc: Client, engine: sa.Engine, projection: Projection
+) -> None:
+    """Even with the key leaked, the reactor never takes a squatted id for its stored hide."""
+    publisher = Publisher(nc)
+    crossing = await cross(publisher, projection)
+    [candidate] = await SqlHideCandidates(engine).pending(None, 10)
+    squatted = (await publish(publisher, [squatter(hide_event_id(candidate, KEY))]))[0]
+    await projection.caught_up(squatted)
+
+    reactor = reactor_for(engine, publisher, js)
+    sweep = await reactor.sweep()
+    assert (sweep.stored, sweep.duplicates, sweep.conflicts, sweep.failed) == (0, 0, 1, 0), sweep
+    assert await hides(js) == 0
+    assert [c.crossed_seq for c in await SqlHideCandidates(engine).pending(None, 10)] == [
+        crossing
+    ]  # still to hide: tried again at the next sweep
+    assert reactor.stats.conflicts == 1
+
+
+async def test_a_decision_cannot_take_another_events_id_nor_leave_the_moderators_communities(
+    nats_server: EmbeddedNats,
+    nc: Client,
+    js: JetStreamContext,
+    engine: sa.Engine,
+    projection: Projection,
+    tmp_path: Path,
+) -> None:
+    publisher = Publisher(nc)
+    [other] = [report(1, "p1", reason="spam")]
+    reported = await publish(publisher, [other, report(2, "p2")])
+    await projection.caught_up(reported[-1])
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        nats_url=nats_server.url,
+        database_url=url_of(engine),
+        moderator_tokens=f"mod1@{C}={TOKEN},mod2@c2|c3=another-token",
+        id_key=KEY.decode(),
+    )
+    started: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    service = asyncio.create_task(
+        run_moderation(settings, stop, "127.0.0.1", 0, on_started=started.set_result)
+    )
+    try:
+        running = await asyncio.wait_for(started, 30)
+        url = f"/v1/communities/{C}/decisions"
+        body = {"target_kind": "post", "target": "p1", "decision": "remove"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http:
+            # An id that is another event's: a new decision is stored, not "duplicate" of it.
+            squat = await http.post(url, json={**body, "id": str(other.id)}, headers=AUTH)
+            assert squat.status_code == 201, squat.text
+            assert squat.json()["status"] == "stored"
+            assert squat.json()["seq"] == reported[-1] + 1
+            assert squat.json()["event_id"] != str(other.id)
+            # The same key again: the same decision, stored once.
+            again = await http.post(url, json={**body, "id": str(other.id)}, headers=AUTH)
+            assert (again.status_code, again.json()["status"]) == (201, "duplicate")
+            assert again.json()["seq"] == squat.json()["seq"]
+            # The same key for another decision: refused, nothing published.
+            before = await head(js)
+            reused = await http.post(
+                url, json={**body, "decision": "keep", "id": str(other.id)}, headers=AUTH
+            )
+            assert reused.status_code == 409, reused.text
+            assert (reused.json()["ok"], reused.json()["error"]) == (False, "conflict")
+            # A moderator of c2 and c3 deciding in c1: 403 over HTTP and request-reply.
+            outside = await http.post(
+                url, json=body, headers={"Authorization": "Bearer another-token"}
+            )
+            assert outside.status_code == 403, outside.text
+            assert outside.json() == {
+                "ok": False,
+                "error": "forbidden",
+                "reason": f"moderator 'mod2' may not decide in community {C!r}",
+            }
+        reply = await nc.request(
+            DECIDE_SUBJECT,
+            msgspec.json.encode({"community": C, **body}),
+            timeout=10,
+            headers={"Authorization": "another-token"},
+        )
+        assert msgspec.json.decode(reply.data)["error"] == "forbidden"
+        assert await head(js) == before
+        event = await last_event(js, "moderation.decided")
+        assert (str(event.id), event.actor) == (squat.json()["event_id"], "mod1")
+    finally:
+        stop.set()
+        await asyncio.wait_for(service, 30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -41,6 +42,7 @@ from events import (
     ReplyDeleted,
     subject_of,
 )
+from events.errors import PublishConflict
 from events.limits import MAX_EVENT_BYTES
 from events.publisher import (
     InvalidPublisherSetting,
@@ -237,6 +239,37 @@ async def test_same_id_twice_is_stored_once(nc: Client, js: JetStreamContext) ->
     later = await publisher.publish_many([event])
     assert later == [second]
     assert await stream_count(js) == 1
+
+
+async def test_another_event_under_a_stored_id_is_a_conflict_not_a_duplicate(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """The stream dedupes by id alone; the publisher compares the stored copy before trusting it."""
+    victim = sample(PostCreated, community="c42", n=1)
+    squatter = with_field(sample(MemberJoined, community="c666", n=2), id=victim.id)
+    publisher = Publisher(nc)
+    first = await publisher.publish(squatter)
+    assert first.status is PublishStatus.STORED
+
+    [result] = await publisher.publish_many([victim])
+    assert result.status is PublishStatus.CONFLICT
+    assert (result.event_id, result.seq, result.ok) == (victim.id, first.seq, False)
+    assert result.error is not None and f"sequence {first.seq}" in result.error
+    with pytest.raises(PublishConflict) as caught:
+        await publisher.publish(victim)
+    assert (caught.value.event_id, caught.value.seq) == (victim.id, first.seq)
+    raw = await publisher.publish_raw(subject_of(victim), CODEC.encode(victim), str(victim.id))
+    assert raw.status is PublishStatus.CONFLICT
+    # Same id, same subject, another content: a conflict too.
+    edited = with_field(squatter, actor="m9")
+    assert (await publisher.publish_many([edited]))[0].status is PublishStatus.CONFLICT
+    assert await stream_count(js) == 1
+    # The true copy is still a duplicate, also encoded otherwise (another client's JSON).
+    assert (await publisher.publish(squatter)).status is PublishStatus.DUPLICATE
+    spaced = json.dumps(json.loads(CODEC.encode(squatter)), indent=2).encode()
+    again = await publisher.publish_raw(subject_of(squatter), spaced, str(squatter.id))
+    assert (again.status, again.seq) == (PublishStatus.DUPLICATE, first.seq)
+    assert publisher.in_flight == 0
 
 
 async def test_same_id_twice_in_one_batch_is_stored_once(nc: Client, js: JetStreamContext) -> None:

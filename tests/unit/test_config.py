@@ -35,7 +35,8 @@ VALID: dict[str, tuple[str, Any]] = {
     "ingest_tokens": ("/etc/agora/ingest-tokens.json", "/etc/agora/ingest-tokens.json"),
     "ingest_max_body_bytes": ("65536", 65536),
     "ingest_max_batch": ("100", 100),
-    "moderator_tokens": ("mod1=s3cret-token", "mod1=s3cret-token"),
+    "moderator_tokens": ("mod1@c1=s3cret-token", "mod1@c1=s3cret-token"),
+    "id_key": ("k" * 32, "k" * 32),
     "demo_data": ("/srv/dumps/beer", Path("/srv/dumps/beer")),
     "log_format": ("json", "json"),
     "log_level": ("debug", "debug"),
@@ -51,6 +52,7 @@ MALFORMED: dict[str, str] = {
     "publish_max_in_flight": "0",
     "ingest_max_body_bytes": "1",
     "ingest_max_batch": "0",
+    "id_key": "too-short",
     "log_format": "xml",
     "log_level": "DEBUGGING",
 }

@@ -42,6 +42,7 @@ SECRET_FIELDS = (
     "database_url",
     "read_database_url",
     "moderator_tokens",
+    "id_key",
 )
 SECRET_SETTINGS = {env_name(f) for f in SECRET_FIELDS}
 AGORA_IMAGE_SERVICES = {"stream-init", "ingest", "moderation", "dashboard", "simulator"}

@@ -274,7 +274,7 @@ def test_the_openapi_document_describes_the_endpoint(handler: IngestHandler) -> 
     document = create_app(handler).openapi()
     operation = document["paths"]["/v1/events"]["post"]
     assert operation["security"] == [{"bearer": []}]
-    assert set(operation["responses"]) == {"200", "401", "403", "413", "422", "503"}
+    assert set(operation["responses"]) == {"200", "401", "403", "409", "413", "422", "503"}
     request = operation["requestBody"]["content"]["application/json"]["schema"]
     assert request["oneOf"][1]["maxItems"] == 5
     schemas = document["components"]["schemas"]
