@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+import sqlalchemy as sa
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from support.cluster import Cluster, inbox_prefix, init_stream
@@ -527,3 +529,68 @@ async def test_the_moderation_service_runs_with_its_permissions_and_inboxes(
     finally:
         stop.set()
         await asyncio.wait_for(service, 30)
+
+
+# -- the dashboard's read-only PostgreSQL role ----------------------------------------------------
+
+
+def read_role_sql() -> list[tuple[str, str]]:
+    """The SQL blocks of docs/operations.md's read-only section: (who runs it, the SQL).
+
+    A block says who runs it on its first line (``-- run as: superuser`` or ``-- run as:
+    agora``); one that does not is run as the section's prose says, by ``agora``, the owner.
+    """
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text.split("## The dashboard's read-only database access", 1)[1].split("\n## ")[0]
+    blocks = []
+    for block in re.findall(r"```sql\n(.*?)```", section, re.S):
+        who = re.match(r"-- run as: (\w+)", block)
+        blocks.append((who[1] if who else "agora", block))
+    assert blocks, "no SQL in the read-only section"
+    return blocks
+
+
+@pytest.mark.postgres
+def test_the_read_role_sql_of_the_docs_works_as_written(postgres_server_url: str) -> None:
+    """The owner ``agora`` is an ordinary role (as CloudNativePG makes it): no CREATEROLE."""
+    tag = uuid.uuid4().hex[:10]
+    owner, reader = f"agora_{tag}", f"agora_read_{tag}"
+    server = sa.make_url(postgres_server_url)
+
+    def engine(user: str | None) -> sa.Engine:
+        url = (
+            server.set(database=owner)
+            if user is None
+            else server.set(username=user, database=owner)
+        )
+        return sa.create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def run(e: sa.Engine, sql: str) -> None:
+        with e.connect() as conn:
+            conn.exec_driver_sql(sql)
+        e.dispose()
+
+    root = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    run(root, f"CREATE ROLE {owner} LOGIN NOSUPERUSER NOCREATEROLE")
+    run(root, f"CREATE DATABASE {owner} OWNER {owner}")
+    try:
+        run(
+            engine(owner),
+            "CREATE TABLE before_grants (x int); INSERT INTO before_grants VALUES (1)",
+        )
+        for who, sql in read_role_sql():
+            sql = re.sub(r"\bagora\b", owner, sql.replace("agora_read", reader))
+            run(engine(None if who == "superuser" else owner), sql)
+        run(engine(owner), "CREATE TABLE after_grants (x int); INSERT INTO after_grants VALUES (2)")
+
+        as_reader = engine(reader)
+        with as_reader.connect() as conn:
+            assert conn.exec_driver_sql("SELECT x FROM before_grants").scalar() == 1
+            assert conn.exec_driver_sql("SELECT x FROM after_grants").scalar() == 2
+            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                conn.exec_driver_sql("INSERT INTO after_grants VALUES (3)")
+        as_reader.dispose()
+    finally:
+        run(root, f"DROP DATABASE IF EXISTS {owner} WITH (FORCE)")
+        run(root, f"DROP ROLE IF EXISTS {reader}")
+        run(root, f"DROP ROLE IF EXISTS {owner}")
