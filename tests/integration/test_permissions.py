@@ -14,8 +14,8 @@ deploy/nats/accounts.conf, with its own inbox prefix ``_INBOX_<user>``.
   producers' bearer tokens and answer in ingest's place, while the real ingest service runs; a
   tenant subscribing to ``_INBOX.>`` (or the worker's inboxes) to read the events a real
   projection worker's ordered push consumer delivers; the system user purging the account.
-- Agora's processes use their prefix: the worker's and the moderation service's push consumers
-  deliver to ``_INBOX_<user>.*`` inboxes.
+- Agora's processes work with their users and prefixes: the worker's and the moderation
+  service's push consumers deliver to ``_INBOX_<user>.*`` inboxes; the simulator publishes.
 - The dashboard's read-only PostgreSQL role: the SQL of docs/operations.md, run as the roles it
   names, works (as the owner of the tables alone, ``CREATE ROLE`` is refused).
 """
@@ -43,6 +43,7 @@ from support.cluster import Cluster, inbox_prefix, init_stream
 from support.engine import make_events, wait_until
 
 from agora.serve import run_service
+from agora.simulator_wiring import run_simulator
 from agora.stack import Stack
 from projections.counts import EventCounts
 from projections.database import create_engine
@@ -529,6 +530,14 @@ async def test_the_moderation_service_runs_with_its_permissions_and_inboxes(
     finally:
         stop.set()
         await asyncio.wait_for(service, 30)
+
+
+async def test_the_simulator_runs_with_its_permissions(cluster: Cluster, stream: None) -> None:
+    """``agora serve simulator``'s loop, as ``simulator``: stream info, publishes, acks."""
+    stats = await run_simulator(
+        cluster.settings("simulator"), asyncio.Event(), 200.0, 7, 2, duration=0.5
+    )
+    assert stats.stored > 0 and stats.failed == 0, stats
 
 
 # -- the dashboard's read-only PostgreSQL role ----------------------------------------------------
