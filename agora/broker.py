@@ -1,7 +1,8 @@
 """The FastStream NATS broker of Agora's services: one factory, so every service connects alike.
 
 A service's broker (its request-reply subscribers) has its own connection beside the stack's,
-with the same servers and credentials; it reconnects forever, like the stack's own connection.
+with the same servers, credentials and inbox prefix; it reconnects forever, like the stack's own
+connection.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from faststream.nats.security import (
 )
 
 from agora.config import Settings
-from agora.stack import CONNECT_TIMEOUT, server_urls
+from agora.stack import CONNECT_TIMEOUT, inbox_prefix, server_urls
 
 
 def nats_security(settings: Settings) -> NatsSecurity | None:
@@ -37,6 +38,7 @@ def nats_broker(settings: Settings, url: str, name: str) -> NatsBroker:
         servers=server_urls(url),
         name=name,
         security=nats_security(settings),
+        inbox_prefix=inbox_prefix(settings),
         connect_timeout=int(CONNECT_TIMEOUT),
         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # a float works
         max_reconnect_attempts=-1,

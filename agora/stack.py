@@ -35,6 +35,8 @@ CONNECT_TIMEOUT = 2.0
 CONNECT_DEADLINE = 5.0
 #: Seconds a JetStream API request may take.
 API_TIMEOUT = 5.0
+#: The inbox prefix of NATS clients that set none (nats-py's, the nats CLI's).
+DEFAULT_INBOX_PREFIX = "_INBOX"
 
 _NS = 1_000_000_000
 _ZERO_TIME_YEAR = 1  # the server reports "0001-01-01T00:00:00Z" for "no message yet"
@@ -119,6 +121,15 @@ def stream_settings(settings: Settings) -> StreamSettings:
         max_age=settings.stream_max_age,
         max_bytes=settings.stream_max_bytes,
     )
+
+
+def inbox_prefix(settings: Settings) -> str:
+    """The prefix of the connection's reply inboxes (``AGORA_NATS_INBOX_PREFIX``, or ``_INBOX``).
+
+    Request replies, JetStream acknowledgements and push consumers' deliveries all go to inboxes
+    under it; a NATS user allowed only ``<prefix>.>`` keeps them from every other user.
+    """
+    return settings.nats_inbox_prefix or DEFAULT_INBOX_PREFIX
 
 
 def server_urls(nats_url: str) -> list[str]:
@@ -218,6 +229,7 @@ class Stack:
                     password=settings.nats_password,
                     token=settings.nats_token,
                     user_credentials=str(settings.nats_creds) if settings.nats_creds else None,
+                    inbox_prefix=inbox_prefix(settings),
                     connect_timeout=CONNECT_TIMEOUT,  # type: ignore[arg-type]  # float works
                     reconnect_time_wait=0.5,  # type: ignore[arg-type]
                     max_reconnect_attempts=-1,

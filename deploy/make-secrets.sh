@@ -8,7 +8,7 @@ mkdir -p "$dir"
 umask 077
 new() { python3 -c 'import secrets; print("p" + secrets.token_hex(24))'; }
 put() { [ -e "$dir/$1" ] || printf '%s\n' "$2" > "$dir/$1"; }
-for role in admin ingest simulator moderation worker forum_web sys; do
+for role in admin ingest simulator moderation worker forum_web breakglass sys; do
     put "nats_${role}_password" "$(new)"
 done
 put postgres_password "$(new)"

@@ -9,8 +9,8 @@ cluster routes, JetStream, and the accounts, users and permissions of deploy/nat
   stored exactly once, the stream keeps taking writes under its new leader, a projection worker
   (connected as the read-only ``worker`` user) ends with counts equal to the events stored, and
   the killed node, restarted, catches up.
-- Permissions: what each role may not do is refused by the server (a permissions violation),
-  and what it may do works.
+
+What each role may and may not do is proven by tests/integration/test_permissions.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
-import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -29,12 +28,9 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from support.cluster import Cluster
+from support.cluster import Cluster, inbox_prefix, init_stream
 from support.engine import counts, make_events, oracle, wait_until
 
-from agora.config import Settings
-from agora.errors import AgoraError
-from agora.stack import Stack
 from events import Event
 from events.publisher import Publisher, PublishResult, PublishStatus
 from projections.counts import EventCounts
@@ -74,13 +70,6 @@ class Connection:
     async def on_error(self, error: Exception) -> None:
         self.errors.append(str(error))
 
-    def violation(self, subject: str) -> bool:
-        """True once the server has refused a publish to ``subject`` for lack of permission."""
-        quoted = f'"{subject}"'.lower()  # nats-py lower-cases the server's message
-        return any(
-            "permissions violation" in e.lower() and quoted in e.lower() for e in self.errors
-        )
-
 
 @contextlib.asynccontextmanager
 async def connect(cluster: Cluster, role: str) -> AsyncIterator[tuple[Client, Connection]]:
@@ -89,6 +78,7 @@ async def connect(cluster: Cluster, role: str) -> AsyncIterator[tuple[Client, Co
         servers=cluster.urls,
         user=role,
         password=cluster.passwords[role],
+        inbox_prefix=inbox_prefix(role),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,  # type: ignore[arg-type]
         connect_timeout=2,
@@ -99,32 +89,6 @@ async def connect(cluster: Cluster, role: str) -> AsyncIterator[tuple[Client, Co
         yield nc, conn
     finally:
         await nc.close()
-
-
-def settings_for(cluster: Cluster, role: str) -> Settings:
-    """Agora's own settings (as AGORA_* would give them) for ``role`` on the cluster."""
-    return Settings(
-        nats_url=",".join(cluster.urls),
-        nats_user=role,
-        nats_password=cluster.passwords[role],
-        stream_replicas=3,
-    )
-
-
-async def init_stream(cluster: Cluster, timeout: float = 30.0) -> None:
-    """``agora stream init`` as the admin: create AGORA with 3 replicas (after the meta leader)."""
-    deadline = time.monotonic() + timeout
-    async with Stack(settings_for(cluster, "admin")) as stack:
-        while True:
-            try:
-                result = await stack.ensure_stream()
-            except AgoraError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)  # no JetStream meta leader elected yet: poll
-                continue
-            assert result.info.config.num_replicas == 3
-            return
 
 
 async def stream_leader(js: JetStreamContext) -> str | None:
@@ -275,90 +239,3 @@ async def test_killing_the_stream_leader_mid_publish_loses_and_doubles_nothing(
                 await publishing
             await asyncio.wait_for(asyncio.gather(projecting, return_exceptions=True), 30)
             engine.dispose()
-
-
-# -- permissions ----------------------------------------------------------------------------
-
-STREAM_ADMIN = ("$JS.API.STREAM.DELETE.AGORA", "$JS.API.STREAM.PURGE.AGORA")
-
-
-async def refused(conn: Connection, subject: str, attempt: object) -> None:
-    """Run ``attempt`` (an awaitable); the server must refuse ``subject`` to this user."""
-    with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
-        await asyncio.wait_for(attempt, 2)  # type: ignore[arg-type]
-    await wait_until(lambda: conn.violation(subject), 5, f"a permissions violation on {subject}")
-
-
-async def test_each_role_may_do_only_its_part(cluster: Cluster) -> None:
-    await init_stream(cluster)
-    events = make_events(3, communities=1, seed=41)  # community c0
-    async with (
-        connect(cluster, "admin") as (admin, _),
-        connect(cluster, "ingest") as (service, service_conn),
-        connect(cluster, "worker") as (worker, worker_conn),
-        connect(cluster, "forum-web") as (producer, producer_conn),
-    ):
-        # A service may publish events of any community: acknowledged by the stream.
-        publisher = Publisher(service, ack_timeout=2.0, deadline=10.0)
-        stored = await publisher.publish(events[0])
-        assert stored.status is PublishStatus.STORED
-        # Its role lets it read the copy behind a "duplicate" ack: the same event, or a conflict.
-        assert (await publisher.publish(events[0])).status is PublishStatus.DUPLICATE
-        squat = msgspec.structs.replace(events[1], id=events[0].id)
-        assert (await publisher.publish_many([squat]))[0].status is PublishStatus.CONFLICT
-
-        # A worker reads the stream, but cannot publish an event ...
-        worker_js = worker.jetstream(timeout=2)
-        await refused(
-            worker_conn,
-            "agora.c0.post.created",
-            worker_js.publish("agora.c0.post.created", b"{}"),
-        )
-        # ... nor delete, purge or change the stream.
-        await refused(worker_conn, STREAM_ADMIN[0], worker_js.delete_stream("AGORA"))
-        await refused(worker_conn, STREAM_ADMIN[1], worker_js.purge_stream("AGORA"))
-        info = await worker_js.stream_info("AGORA")
-        await refused(
-            worker_conn, "$JS.API.STREAM.UPDATE.AGORA", worker_js.update_stream(info.config)
-        )
-
-        # A service cannot delete or purge the stream either.
-        service_js = service.jetstream(timeout=2)
-        await refused(service_conn, STREAM_ADMIN[0], service_js.delete_stream("AGORA"))
-        await refused(service_conn, STREAM_ADMIN[1], service_js.purge_stream("AGORA"))
-
-        # A producer limited to c42 and c43 publishes there, not to another community.
-        producer_js = producer.jetstream(timeout=2)
-        ack = await producer_js.publish(
-            "agora.c42.post.created", b"{}", headers={"Nats-Msg-Id": "perm-ok-1"}
-        )
-        assert ack.stream == "AGORA"
-        await refused(
-            producer_conn,
-            "agora.c99.post.created",
-            producer_js.publish("agora.c99.post.created", b"{}"),
-        )
-        for subject, attempt in zip(
-            STREAM_ADMIN,
-            (producer_js.delete_stream("AGORA"), producer_js.purge_stream("AGORA")),
-            strict=True,
-        ):
-            await refused(producer_conn, subject, attempt)
-
-        # Nothing refused reached the stream; what was allowed did.
-        state = (await admin.jetstream(timeout=2).stream_info("AGORA")).state
-        assert state.messages == 2
-        assert not service_conn.violation("agora.c0.post.created")
-
-
-async def test_the_admin_user_alone_creates_the_stream(cluster: Cluster) -> None:
-    stack = Stack(settings_for(cluster, "worker"))
-    async with stack:
-        with pytest.raises(AgoraError):
-            await asyncio.wait_for(stack.ensure_stream(), 15)
-    await init_stream(cluster)
-    async with connect(cluster, "admin") as (admin, _):
-        info = await admin.jetstream(timeout=2).stream_info("AGORA")
-        assert info.config.num_replicas == 3
-        assert info.cluster is not None
-        assert len(info.cluster.replicas or []) == 2  # the leader plus two followers

@@ -9,6 +9,7 @@ drift apart silently. Passwords go through the environment, as in production.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,12 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agora.config import Settings
 from agora.embedded import find_nats_server, free_port
+from agora.errors import AgoraError
+from agora.stack import Stack
 
 DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 NODES = ("nats-1", "nats-2", "nats-3")
-ROLES = ("admin", "ingest", "simulator", "moderation", "worker", "forum-web", "sys")
+ROLES = ("admin", "ingest", "simulator", "moderation", "worker", "forum-web", "breakglass", "sys")
 """Users of deploy/nats/accounts.conf; each one's password is NATS_<ROLE>_PASSWORD."""
+
+
+def inbox_prefix(role: str) -> str:
+    """The inbox prefix ``role``'s user may subscribe under (``AGORA_NATS_INBOX_PREFIX``)."""
+    return f"_INBOX_{role}"
 
 
 def password_variable(role: str) -> str:
@@ -167,6 +176,17 @@ class Cluster:
             (directory / "nats.conf").write_text(render(template, replacements))
             self.nodes.append(Node(name, directory, client, monitor, cluster, env, binary))
 
+    def settings(self, role: str, **changes: Any) -> Settings:
+        """Agora's settings (as the AGORA_* variables of deploy/ give them) for ``role``."""
+        return Settings(
+            nats_url=",".join(self.urls),
+            nats_user=role,
+            nats_password=self.passwords[role],
+            nats_inbox_prefix=inbox_prefix(role),
+            stream_replicas=3,
+            **changes,
+        )
+
     @property
     def urls(self) -> list[str]:
         """Every node's client URL."""
@@ -205,3 +225,19 @@ class Cluster:
         """Stop every node."""
         for node in self.nodes:
             node.stop()
+
+
+async def init_stream(cluster: Cluster, timeout: float = 30.0) -> None:
+    """``agora stream init`` as the admin: AGORA with 3 replicas (polls for the meta leader)."""
+    deadline = time.monotonic() + timeout
+    async with Stack(cluster.settings("admin")) as stack:
+        while True:
+            try:
+                result = await stack.ensure_stream()
+            except AgoraError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)  # no JetStream meta leader elected yet: poll
+                continue
+            assert result.info.config.num_replicas == 3
+            return

@@ -19,6 +19,7 @@ VALID: dict[str, tuple[str, Any]] = {
     "nats_password": ("s3cret", "s3cret"),
     "nats_token": ("t0ken", "t0ken"),
     "nats_creds": ("/etc/agora/agora.creds", Path("/etc/agora/agora.creds")),
+    "nats_inbox_prefix": ("_INBOX_worker", "_INBOX_worker"),
     "nats_server_bin": ("/usr/local/bin/nats-server", Path("/usr/local/bin/nats-server")),
     "database_url": ("postgresql+psycopg://agora@db/agora", "postgresql+psycopg://agora@db/agora"),
     "read_database_url": (
@@ -43,6 +44,7 @@ VALID: dict[str, tuple[str, Any]] = {
 }
 
 MALFORMED: dict[str, str] = {
+    "nats_inbox_prefix": "_INBOX_worker.>",
     "stream_replicas": "three",
     "stream_duplicate_window": "2m",
     "stream_max_age": "-1",

@@ -22,7 +22,7 @@ import pytest
 import typer.main
 import yaml
 from fastapi.testclient import TestClient
-from support.cluster import ROLES, password_variable, role_passwords
+from support.cluster import ROLES, inbox_prefix, password_variable, role_passwords
 
 from agora.cli import app as cli_app
 from agora.config import Settings, env_name
@@ -110,6 +110,13 @@ def check_env(where: str, env: dict[str, Any], secrets: set[str] | None) -> None
             assert name not in SECRET_SETTINGS, f"{where}: secret {name} given as a literal"
 
 
+def check_inbox_prefix(where: str, env: dict[str, Any]) -> None:
+    """A process that connects as a NATS user reads replies under that user's own inbox prefix."""
+    if "AGORA_NATS_USER" in env:
+        user = env["AGORA_NATS_USER"]
+        assert env.get("AGORA_NATS_INBOX_PREFIX") == inbox_prefix(user), where
+
+
 # -- compose ------------------------------------------------------------------------------------
 
 
@@ -121,6 +128,7 @@ def test_compose_services_are_real_agora_processes() -> None:
         secrets = set(service.get("secrets", []))
         assert secrets <= declared, name
         check_env(name, service.get("environment", {}), secrets)
+        check_inbox_prefix(name, service.get("environment", {}))
         if name.startswith("nats-"):
             for var, value in service["environment"].items():
                 if var != "NATS_SERVER_NAME":
@@ -210,6 +218,7 @@ def test_k8s_manifests_are_real_agora_processes() -> None:
             check_command(container["args"])
             env = {e["name"]: e.get("value", e) for e in container.get("env", [])}
             check_env(doc["metadata"]["name"], env, None)
+            check_inbox_prefix(doc["metadata"]["name"], env)
             for probe in ("readinessProbe", "livenessProbe"):
                 if probe in container:
                     assert container[probe]["httpGet"]["path"] in (
