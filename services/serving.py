@@ -211,14 +211,15 @@ class GuardedH11Protocol(H11Protocol):
             return
         cycle = self.cycle
         running = cycle is not None and not cycle.response_complete
-        if phase == "body" or self.conn.their_state is not h11.IDLE or running:
+        partial_head = phase == "head" and bool(self.conn.trailing_data[0])
+        if running or partial_head:  # a silent idle connection is closed without a word
             _log.info("http client too slow", phase=phase, client=_peer(self.client))
         if cycle is not None and running:
             if not cycle.response_started:
                 self.transport.write(_raw_response(408, f"request {phase} not received in time"))
             cycle.disconnected = True  # the application's reads end, its writes are dropped
             cycle.message_event.set()
-        elif self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+        elif partial_head:
             self.transport.write(_raw_response(408, "request head not received in time"))
         self.transport.close()
 

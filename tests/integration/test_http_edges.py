@@ -11,131 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from nats.js import JetStreamContext
 from support.engine import wait_until
+from support.served import GRANTS, MODERATOR_TOKEN, PATIENCE, dashboard, ingest, moderation
+from support.served import PRODUCER_TOKEN as TOKEN
 
-from agora.config import load_settings
-from agora.embedded import EmbeddedNats, free_port
-from agora.registry import get_projections
-from agora.serve import run_service
-from agora.web.server import serve_dashboard
-from events import CODEC, Event, MemberJoined, PostCreated, derived_event_id
-from events.subjects import subject_of
-from projections.database import create_engine
-from projections.store import FoldPolicy, ProjectionStore, RawMessage
+from agora.embedded import EmbeddedNats
+from events.limits import MAX_EVENT_BYTES
 
-TOKEN = "edge-producer-token-0123456789"
-GRANTS = [
-    {
-        "producer": "edge",
-        "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
-        "communities": ["*"],
-        "types": ["*"],
-    }
-]
 SHORT = 0.5
 """A timeout short enough for a test and long enough for a loaded machine to meet."""
-PATIENCE = 20.0
-"""How long a test waits for the server to act, far beyond any configured timeout."""
 
 
-def fold(url: str, events: list[Event]) -> None:
-    """Fold ``events`` with every registered projection and activate generation 1."""
-    engine = create_engine(url)
-    messages = [RawMessage(s, subject_of(e), CODEC.encode(e), s) for s, e in enumerate(events, 1)]
-    try:
-        for projection in get_projections():
-            store = ProjectionStore(engine, projection)
-            store.ensure(1)
-            store.apply(1, 0, 0, messages, FoldPolicy.PAUSE)
-            store.activate(1)
-    finally:
-        engine.dispose()
-
-
-def small_history() -> list[Event]:
-    """Two members and a post in community ``town``: enough for every read to reach SQL."""
-    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-    def common(n: int, actor: str) -> dict[str, Any]:
-        at = t0 + timedelta(minutes=n)
-        key = derived_event_id("edge", str(n))
-        return {"id": key, "community": "town", "actor": actor, "occurred_at": at}
-
-    return [
-        MemberJoined(**common(1, "ann"), member="ann"),
-        MemberJoined(**common(2, "bob"), member="bob"),
-        PostCreated(**common(3, "ann"), post="p1", title="Hello"),
-    ]
-
-
-@asynccontextmanager
-async def dashboard(tmp_path: Path, **env: str) -> AsyncIterator[tuple[str, int]]:
-    """The dashboard over a small folded SQLite database; yields (host, port)."""
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    fold(f"sqlite:///{data / 'agora.db'}", small_history())
-    settings = load_settings({"AGORA_DATA_DIR": str(data), **env})
-    stop = asyncio.Event()
-    port = free_port()
-    task = asyncio.create_task(serve_dashboard(settings, stop, port=port))
-
-    async def up() -> bool:
-        if task.done():
-            task.result()
-        try:
-            async with httpx.AsyncClient(timeout=5) as client:
-                return (await client.get(f"http://127.0.0.1:{port}/api/communities")).is_success
-        except httpx.TransportError:
-            return False
-
-    try:
-        await wait_until(up, PATIENCE, "the dashboard to answer")
-        yield "127.0.0.1", port
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, PATIENCE)
-
-
-@asynccontextmanager
-async def ingest(tmp_path: Path, nats_url: str, **env: str) -> AsyncIterator[tuple[str, int]]:
-    """Ingest as ``agora serve ingest`` runs it, on a free port; yields (host, port)."""
-    settings = load_settings(
-        {
-            "AGORA_NATS_URL": nats_url,
-            "AGORA_DATA_DIR": str(tmp_path / "data"),
-            "AGORA_INGEST_TOKENS": json.dumps(GRANTS),
-            **env,
-        }
-    )
-    stop = asyncio.Event()
-    ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        run_service("ingest", settings, stop, host="127.0.0.1", port=0, on_ready=ready.set_result)
-    )
-    try:
-        done, _ = await asyncio.wait({task, ready}, timeout=PATIENCE, return_when="FIRST_COMPLETED")
-        if task in done:
-            task.result()
-        url = ready.result()
-        assert url is not None
-        yield "127.0.0.1", int(url.rsplit(":", 1)[1])
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, PATIENCE)
+def address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
 
 
 async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
@@ -181,7 +82,8 @@ def get(path: str) -> bytes:
 
 
 async def test_a_head_sent_byte_by_byte_is_cut_off_with_408(tmp_path: Path) -> None:
-    async with dashboard(tmp_path, AGORA_HTTP_HEADER_TIMEOUT=str(SHORT)) as (host, port):
+    async with dashboard(tmp_path, AGORA_HTTP_HEADER_TIMEOUT=str(SHORT)) as url:
+        host, port = address(url)
         started = time.monotonic()  # before the server can start its clock
         reader, writer = await asyncio.open_connection(host, port)
         sent = 0
@@ -211,7 +113,8 @@ async def test_a_head_sent_byte_by_byte_is_cut_off_with_408(tmp_path: Path) -> N
 
 
 async def test_a_connection_that_sends_nothing_is_closed(tmp_path: Path) -> None:
-    async with dashboard(tmp_path, AGORA_HTTP_HEADER_TIMEOUT=str(SHORT)) as (host, port):
+    async with dashboard(tmp_path, AGORA_HTTP_HEADER_TIMEOUT=str(SHORT)) as url:
+        host, port = address(url)
         started = time.monotonic()  # before the server can start its clock
         reader, writer = await asyncio.open_connection(host, port)
         raw = await asyncio.wait_for(read_to_eof(reader), PATIENCE)
@@ -223,7 +126,8 @@ async def test_a_connection_that_sends_nothing_is_closed(tmp_path: Path) -> None
 async def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path) -> None:
     async with dashboard(
         tmp_path, AGORA_HTTP_KEEP_ALIVE_TIMEOUT=str(SHORT), AGORA_HTTP_HEADER_TIMEOUT="60"
-    ) as (host, port):
+    ) as url:
+        host, port = address(url)
         asked = time.monotonic()  # before the server can start its clock
         raw, reader, writer = await request(host, port, get("/api/communities"))
         assert raw.startswith(b"HTTP/1.1 200 ")
@@ -236,10 +140,8 @@ async def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path) -> None:
 async def test_a_body_that_never_ends_is_cut_off_with_408(
     nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path
 ) -> None:
-    async with ingest(tmp_path, nats_server.url, AGORA_HTTP_BODY_TIMEOUT=str(SHORT)) as (
-        host,
-        port,
-    ):
+    async with ingest(tmp_path, nats_server.url, AGORA_HTTP_BODY_TIMEOUT=str(SHORT)) as url:
+        host, port = address(url)
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(
             b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
@@ -260,7 +162,8 @@ async def test_a_body_that_never_ends_is_cut_off_with_408(
 
 
 async def test_connections_beyond_the_cap_are_answered_503_json(tmp_path: Path) -> None:
-    async with dashboard(tmp_path, AGORA_HTTP_MAX_CONNECTIONS="2") as (host, port):
+    async with dashboard(tmp_path, AGORA_HTTP_MAX_CONNECTIONS="2") as url:
+        host, port = address(url)
         first, _, held_1 = await request(host, port, get("/api/communities"))
         second, _, held_2 = await request(host, port, get("/api/communities"))
         assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(b"HTTP/1.1 200 ")
@@ -294,9 +197,9 @@ OUT_OF_RANGE = [
 
 
 async def test_numbers_no_database_holds_are_422_json(tmp_path: Path) -> None:
-    async with dashboard(tmp_path) as (host, port), httpx.AsyncClient(timeout=PATIENCE) as client:
+    async with dashboard(tmp_path) as url, httpx.AsyncClient(timeout=PATIENCE) as client:
         for path in OUT_OF_RANGE:
-            response = await client.get(f"http://{host}:{port}{path}")
+            response = await client.get(f"{url}{path}")
             assert response.status_code == 422, (path, response.text)
             assert response.headers["content-type"] == "application/json", path
             assert response.json()["detail"][0]["type"] == "less_than_equal", path
@@ -355,3 +258,19 @@ async def test_a_client_leaving_mid_body_is_one_json_line_without_a_traceback(
     assert len(gone) == 1, text
     assert gone[0]["path"] == "/v1/events"
     assert "exception" not in gone[0]
+
+
+async def test_a_decision_body_larger_than_an_event_is_413_json(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path
+) -> None:
+    async with moderation(tmp_path, nats_server.url) as url, httpx.AsyncClient() as client:
+        decision = {"target_kind": "post", "target": "p1", "decision": "remove"}
+        response = await client.post(
+            f"{url}/v1/communities/town/decisions",
+            content=json.dumps({**decision, "note": "x" * MAX_EVENT_BYTES}),
+            headers={"Authorization": f"Bearer {MODERATOR_TOKEN}"},
+            timeout=PATIENCE,
+        )
+        assert response.status_code == 413, response.text
+        assert response.json()["error"] == "too_large"
+        assert (await js.stream_info("AGORA")).state.messages == 0
