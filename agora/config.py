@@ -10,13 +10,16 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from msgspec import Meta
 
 from agora.errors import ConfigError
+
+if TYPE_CHECKING:
+    from services.serving import HttpLimits
 
 PREFIX = "AGORA_"
 _SECRET_FIELDS = frozenset({"nats_password", "nats_token", "moderator_tokens", "id_key"})
@@ -95,6 +98,44 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ingest_max_batch: Annotated[
         int, Meta(ge=1, le=10_000, description="Most events in one ingest batch.")
     ] = 500
+    http_header_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description=(
+                "HTTP services: seconds a request's head (line and headers) may take to arrive, "
+                "from the connection's opening or the previous response's end."
+            ),
+        ),
+    ] = 10.0
+    http_body_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="HTTP services: seconds a request's whole body may take after its head.",
+        ),
+    ] = 30.0
+    http_keep_alive_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="HTTP services: seconds an idle kept-alive connection stays open.",
+        ),
+    ] = 5.0
+    http_max_connections: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1_000_000,
+            description=(
+                "HTTP services: open connections per process; beyond it a request is "
+                "answered 503 and its connection closed."
+            ),
+        ),
+    ] = 1000
     moderator_tokens: Annotated[
         str | None,
         Meta(
@@ -142,6 +183,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'agora.db').resolve()}"
+
+    def http_limits(self) -> HttpLimits:
+        """The ``AGORA_HTTP_*`` settings, as every HTTP service enforces them."""
+        from services.serving import HttpLimits  # uvicorn only where something serves
+
+        return HttpLimits(
+            header_timeout=self.http_header_timeout,
+            body_timeout=self.http_body_timeout,
+            keep_alive_timeout=self.http_keep_alive_timeout,
+            max_connections=self.http_max_connections,
+        )
 
     def masked(self) -> dict[str, Any]:
         """Return every setting as printable values, secrets and URL passwords masked."""

@@ -1,4 +1,8 @@
-"""structlog configuration, done once per entry point: JSON off a terminal, console on one."""
+"""structlog configuration, done once per entry point: JSON off a terminal, console on one.
+
+Records of the standard library's ``logging`` (uvicorn, nats-py, SQLAlchemy) are rendered by the
+same renderer: in JSON mode every record, with its traceback if any, is one JSON line.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ from typing import Literal, TextIO
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def resolve_format(fmt: LogFormat, stream: TextIO) -> Literal["json", "console"]:
@@ -30,6 +38,21 @@ def configure_logging(
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -43,4 +66,8 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)
+    logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
+    for name in _SERVER_LOGGERS:  # undo uvicorn's own logging setup, should anything apply it
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True

@@ -162,6 +162,7 @@ def service_options(settings: Settings, *, reactor: bool = True) -> ServiceOptio
         publish_deadline=settings.publish_deadline,
         publish_max_in_flight=settings.publish_max_in_flight,
         reactor=reactor,
+        http=settings.http_limits(),
     )
 
 

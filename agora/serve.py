@@ -22,7 +22,6 @@ from typing import Any, Final
 
 import nats.errors
 import structlog
-import uvicorn
 from faststream.nats import NatsBroker
 
 from agora.broker import nats_broker
@@ -30,7 +29,7 @@ from agora.config import Settings, env_name
 from agora.errors import AgoraError, ConfigError
 from agora.stack import Stack
 from services.ingest import IngestHandler, InvalidTokenConfig, add_replier, create_app, load_grants
-from services.serving import QuietServer, bind
+from services.serving import HttpLimits, QuietServer, bind, http_config
 
 log = structlog.get_logger("agora.serve")
 
@@ -192,7 +191,7 @@ async def run_service(
                 except (OSError, TimeoutError, nats.errors.Error) as error:
                     raise AgoraError(f"cannot start the {name} subscribers: {error}") from error
             try:
-                await _serve(name, service, sock, stop, on_ready)
+                await _serve(name, service, sock, stop, on_ready, settings.http_limits())
             finally:
                 if service.broker is not None:
                     await _stop_broker(name, service.broker)
@@ -218,6 +217,7 @@ async def _serve(
     sock: socket.socket | None,
     stop: asyncio.Event,
     on_ready: Callable[[str | None], None] | None,
+    limits: HttpLimits,
 ) -> None:
     """Serve the app (if any) until ``stop``; return once uvicorn has shut down."""
     if service.app is None or sock is None:
@@ -225,9 +225,10 @@ async def _serve(
             on_ready(None)
         await stop.wait()
         return
-    config = uvicorn.Config(
+    config = http_config(
         service.app,
-        log_config=None,
+        limits,
+        access_log=True,
         timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
         lifespan="off",
     )

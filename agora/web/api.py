@@ -42,6 +42,7 @@ from agora.web.params import (
     read,
 )
 from agora.web.readonly import read_only_engine, read_only_engine_for
+from services.serving import json_errors
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 PLOTLY_PATH: Final = "/static/vendor/plotly.min.js"
@@ -179,6 +180,7 @@ def create_app(source: Engine | Settings | str, *, title: str = "Agora dashboard
         ),
         lifespan=lifespan,
     )
+    json_errors(app)
     app.state.engine = engine
     app.add_exception_handler(sa.exc.OperationalError, _database_unavailable)
     app.add_exception_handler(sa.exc.InterfaceError, _database_unavailable)

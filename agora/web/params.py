@@ -31,7 +31,9 @@ Days = Annotated[int, Query(ge=1, le=3660, description="days of data, ending on 
 Weeks = Annotated[int, Query(ge=1, le=520, description="join weeks, ending with that of as_of")]
 Hours = Annotated[int, Query(ge=1, le=24 * 92, description="hours, ending with that of as_of")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="rows listed at most")]
-Offset = Annotated[int, Query(ge=0, description="rows skipped")]
+MAX_OFFSET: Final = 2**31 - 1
+"""The most rows a listing skips: any database's integer holds it (and it plus a limit)."""
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows skipped")]
 
 DEFAULT_RULES: Final = "default"
 DEFAULT_DAYS: Final = 90

@@ -9,7 +9,7 @@ import uvicorn
 from agora.config import Settings
 from agora.errors import AgoraError
 from agora.web.api import create_app
-from services.serving import QuietServer
+from services.serving import QuietServer, http_config
 
 
 class DashboardError(AgoraError):
@@ -25,13 +25,8 @@ async def serve_dashboard(
     Raises :class:`DashboardError` if the server cannot start (e.g. the port is in use) or ends
     by itself.
     """
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
+    config = http_config(
+        create_app(settings), settings.http_limits(), host=host, port=port, lifespan="on"
     )
     server = QuietServer(config)
     serving = asyncio.create_task(_serve(server))

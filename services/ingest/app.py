@@ -27,6 +27,7 @@ from services.ingest.handler import (
     IngestReply,
     refusal,
 )
+from services.serving import json_errors
 
 _log = structlog.get_logger("services.ingest.app")
 
@@ -139,6 +140,7 @@ def create_app(
             "per request, authorised by a producer token. See docs/ingest.md."
         ),
     )
+    json_errors(app)
     reply_ref = {"$ref": f"{_COMPONENTS}IngestReply"}
     event_ref = {"$ref": f"{_COMPONENTS}Event"}
     request_schema = {

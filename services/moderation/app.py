@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-import uvicorn
 from faststream.nats import NatsBroker
 
 from events.publisher import Publisher
@@ -24,7 +23,7 @@ from services.moderation.http import create_app
 from services.moderation.messaging import register
 from services.moderation.reactor import DEFAULT_MAX_AGE, Reactor
 from services.moderation.readside import HideCandidates, QueueLookup
-from services.serving import QuietServer, bind
+from services.serving import HttpLimits, QuietServer, bind, http_config
 
 _log = structlog.get_logger("services.moderation")
 
@@ -40,6 +39,8 @@ class ServiceOptions:
     """Run the auto-hide reactor in this process (run exactly one per deployment, see docs)."""
     reactor_interval: float = 1.0
     reactor_max_age: timedelta | None = DEFAULT_MAX_AGE
+    http: HttpLimits = field(default_factory=HttpLimits)
+    """Timeouts and the connection cap of the HTTP server."""
 
 
 @dataclass(slots=True)
@@ -98,9 +99,7 @@ async def serve(
         else None
     )
     register(broker, service, tokens, reactor)
-    config = uvicorn.Config(
-        create_app(service, tokens), log_config=None, access_log=False, lifespan="off"
-    )
+    config = http_config(create_app(service, tokens), opts.http, lifespan="off")
     server = QuietServer(config)
     tasks: list[asyncio.Task[None]] = []
     halt = asyncio.Event()  # ends the reactor; the caller's ``stop`` is only read

@@ -58,3 +58,10 @@ class Unavailable(ModerationError):
 
     code = "unavailable"
     http_status = 503
+
+
+class BodyTooLarge(ModerationError):
+    """The request body is larger than any decision can be; it was not read to the end."""
+
+    code = "too_large"
+    http_status = 413

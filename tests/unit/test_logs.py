@@ -123,6 +123,20 @@ def test_stdlib_logging_goes_to_the_same_stream_from_warning_up() -> None:
     assert "chatty" not in text
 
 
+def test_a_stdlib_traceback_is_one_json_line() -> None:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    (line,) = lines(out)
+    record = json.loads(line)
+    assert record["event"] == "Exception in ASGI application"
+    assert (record["level"], record["logger"]) == ("error", "uvicorn.error")
+    assert "RuntimeError: boom" in record["exception"]
+
+
 def test_reconfiguring_takes_effect_for_new_loggers() -> None:
     first, second = io.StringIO(), io.StringIO()
     configure_logging("json", "info", stream=first)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import signal
 import socket
 
+import httpx
 import pytest
+import structlog
 import uvicorn
+from fastapi import FastAPI
 
-from services.serving import QuietServer, bind
+from services.serving import QuietServer, bind, json_errors
 
 
 def test_port_0_binds_a_free_port_that_a_second_bind_cannot_take() -> None:
@@ -30,3 +33,26 @@ def test_the_server_installs_no_signal_handler() -> None:
     server = QuietServer(uvicorn.Config(app=lambda *_: None))
     with server.capture_signals():
         assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+async def test_an_unexpected_exception_is_a_json_500_and_one_log_record() -> None:
+    app = json_errors(FastAPI())
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    with structlog.testing.capture_logs() as records:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"detail": "internal error", "status": 500}
+    (record,) = records
+    assert (record["event"], record["log_level"], record["path"]) == (
+        "http request failed",
+        "error",
+        "/boom",
+    )
+    assert "RuntimeError('boom')" in record["error"]
