@@ -478,6 +478,65 @@ def test_auto_hide_is_marked_once_per_round_and_never_on_hidden_content(
     assert s.item("p2")["hidden"]
 
 
+def test_auto_hide_is_marked_at_exactly_the_threshold(engine: sa.Engine) -> None:
+    settings = replace(DEFAULT_SETTINGS, auto_hide_score=6000)
+    s = Story(engine, settings)
+    s.report("bob", "p1", "harassment")  # 1 + 0 + 3 = 4.0: below
+    assert s.item("p1")["auto_hide_due_at_seq"] is None
+    s.report("cat", "p2", "harassment")  # 4.0
+    below = s.report("dan", "p2", "other")  # 4.0 + 1.0 = 5.0: still below
+    assert (s.item("p2")["score"], s.item("p2")["auto_hide_due_at_seq"]) == (5000, None)
+    assert s.report_row(below)["weight"] == 1000
+    at = s.report("eve", "p2", "other")  # 6.0: exactly the threshold, which hides
+    item = s.item("p2")
+    assert (item["score"], item["auto_hide_due_at_seq"]) == (6000, at)
+    assert item["auto_hide_score"] == 6000
+
+
+def test_the_log_says_who_wrote_a_post_not_its_reporters(engine: sa.Engine) -> None:
+    s = Story(engine)
+    s.emit(PostCreated, "ann", post="p1", title="Hello")
+    # Bob names himself as the author, ann names someone else: neither claim counts.
+    bob = s.report("bob", "p1", author="bob")
+    ann = s.later(minutes=1).report("ann", "p1", author="zed")
+    assert s.item("p1")["target_author"] == "ann"
+    assert [s.report_row(seq)["target_author"] for seq in (bob, ann)] == ["ann", "ann"]
+    s.later(hours=1).decide("mod", "p1", "dismiss")
+    # Ann reported her own post: scored, but never counted towards her accuracy; bob's counts.
+    assert (s.reporter("bob")["disagreed"], s.reporter("ann")["disagreed"]) == (1, 0)
+    assert s.report_row(ann)["status"] == "disagreed"
+
+    # Reported after its deletion: ann's report on her own post counts nowhere, bob's does.
+    s.later(hours=1).delete("p1")
+    late = s.later(hours=1).report("ann", "p1", author="bob")
+    s.later(minutes=1).report("bob", "p1", author="bob")
+    assert s.report_row(late)["status"] == "ignored"
+    assert (s.reporter("ann")["ignored"], s.reporter("bob")["ignored"]) == (0, 1)
+
+    # A member is their own author, whatever the report says.
+    s.later(minutes=1).emit(
+        ContentReported,
+        "bob",
+        report="m1",
+        target="troll",
+        target_kind="member",
+        target_author="bob",
+        reason="harassment",
+    )
+    assert s.item("troll", "member")["target_author"] == "troll"
+
+
+def test_without_its_creation_in_the_log_the_first_report_names_the_author(
+    engine: sa.Engine,
+) -> None:
+    s = Story(engine)
+    s.report("bob", "p9", author="ann")
+    ann = s.later(minutes=1).report("ann", "p9", author="bob")  # a later claim changes nothing
+    assert (s.item("p9")["target_author"], s.report_row(ann)["target_author"]) == ("ann", "ann")
+    s.later(hours=1).decide("mod", "p9", "keep")
+    assert (s.reporter("bob")["disagreed"], s.reporter("ann")["disagreed"]) == (1, 0)
+
+
 def canonical(engine: sa.Engine, generation: int = 1) -> dict[str, list[tuple[Any, ...]]]:
     """Every moderation table, rows in key order, values in one form for both databases."""
 
