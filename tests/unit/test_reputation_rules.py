@@ -434,6 +434,27 @@ def test_a_deleted_answer_refunds_its_downvoters(town: Town) -> None:
     beer.check_ledger()
 
 
+def test_deleting_a_question_refunds_a_downvoter_who_paid_on_an_answer_at_the_floor(
+    town: Town,
+) -> None:
+    beer = town()
+    beer.joins("asker", "ale", "v1")
+    beer.asks("asker", "q1")
+    beer.answers("ale", "q1", "a1")
+    beer.asks("v1", "q2")
+    beer.upvote("asker", "q2")  # v1: 1 + 5
+    beer.downvote("v1", "a1")
+    # Ale is at the floor and loses nothing; only the voter's cost is held on the answer.
+    assert beer.ledger("ale")[-1] == ("downvote.reply", -2, 0, 1)
+    assert beer.ledger("v1")[-1] == ("downvote.reply.voter", -1, -1, 5)
+    beer.deletes("q1", by="mod")
+    assert beer.score("v1") == 6  # the 1 comes back with the question
+    assert beer.ledger("v1")[-1] == ("reversal.post.deleted", 1, 1, 6)
+    assert beer.score("ale") == 1
+    beer.withdraws("v1", "a1", "downvote")  # and is not paid twice
+    assert beer.score("v1") == 6
+
+
 def test_an_answer_voted_on_without_its_question_named_still_goes_with_the_question(
     town: Town,
 ) -> None:
@@ -677,6 +698,29 @@ def test_default_every_downvote_costs_the_voter_and_nobody_goes_below_0(town: To
     agora.downvote("cat", "r1")
     assert (agora.score("ann"), agora.score("bob"), agora.score("cat")) == (8, 8, 0)
     assert agora.ledger("cat")[-1] == ("downvote.reply.voter", -1, 0, 0)
+
+
+def test_default_deleting_a_post_takes_back_its_and_its_replies_points_and_refunds_voters(
+    town: Town,
+) -> None:
+    agora = town(DEFAULT)
+    agora.joins("ann", "bob", "cat")
+    agora.asks("ann", "t1")
+    agora.answers("bob", "t1", "r1")
+    agora.asks("cat", "t2")
+    agora.upvote("ann", "t2")  # cat 10
+    agora.upvote("cat", "t1")  # ann 10
+    agora.upvote("ann", "r1")  # bob 10
+    agora.downvote("cat", "r1")  # bob 8, cat 9
+    assert (agora.score("ann"), agora.score("bob"), agora.score("cat")) == (10, 8, 9)
+    agora.deletes("t1", by="ann")
+    # Everything earned or paid on t1 and on its reply comes back; cat's t2 is untouched.
+    assert (agora.score("ann"), agora.score("bob"), agora.score("cat")) == (0, 0, 10)
+    assert agora.ledger("cat")[-1] == ("reversal.post.deleted", 1, 1, 10)
+    assert agora.ledger("bob")[-1][1:] == (-8, -8, 0)
+    agora.upvote("cat", "r1")  # a deleted post's reply earns nothing more
+    agora.withdraws("cat", "r1", "downvote")  # and a withdrawal takes nothing twice
+    assert (agora.score("ann"), agora.score("bob"), agora.score("cat")) == (0, 0, 10)
 
 
 def test_default_upheld_reports_cost_more_the_harsher_the_decision(town: Town) -> None:
