@@ -486,6 +486,7 @@ async def test_a_worker_waiting_for_the_lock_leaves_the_owners_status_alone(
     js: JetStreamContext,
     engine: sa.Engine,
     running: list[tuple[asyncio.Event, asyncio.Task[None]]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seqs = await publish(js, wires(make_events(100, seed=10)))
     store = ProjectionStore(engine, EventCounts())
@@ -494,9 +495,22 @@ async def test_a_worker_waiting_for_the_lock_leaves_the_owners_status_alone(
     stop_owner, _ = start(running, owner)
     await wait_until(lambda: store.checkpoint(1) == seqs[-1], 30, "the owner to apply")
     waiting = Worker(js, store, generation=1, settings=FAST)
+    # The real lock, its attempts counted: the test waits for them instead of sleeping.
+    tries: list[bool] = []
+    try_acquire = waiting._lock.try_acquire
+
+    def counted() -> bool:
+        taken = try_acquire()
+        tries.append(taken)
+        return taken
+
+    monkeypatch.setattr(waiting._lock, "try_acquire", counted)
     stop_waiting, waiting_task = start(running, waiting)
-    await wait_until(lambda: waiting.state is WorkerState.WAITING, 10, "the second worker to wait")
-    await asyncio.sleep(3 * FAST.lock_poll)  # let it try the lock a few times
+    await wait_until(lambda: len(tries) >= 3, 10, "the second worker to try the lock 3 times")
+    assert not any(tries), "the second worker took a held lock"
+    assert waiting.state is WorkerState.WAITING
+    [status] = read_status(engine, "event_counts")
+    assert status.worker_state in ("running", "catching_up"), "overwritten while waiting"
     stop_waiting.set()
     await asyncio.wait_for(waiting_task, 10)
     [status] = read_status(engine, "event_counts")
