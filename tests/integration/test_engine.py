@@ -47,7 +47,7 @@ from projections.database import create_engine
 from projections.partitions import community_of_subject, partition_of
 from projections.runner import Worker, WorkerSettings, WorkerState
 from projections.status import read_status
-from projections.store import FoldPolicy, ProjectionStore
+from projections.store import FoldPolicy, ProjectionStore, RawMessage
 
 FAST = WorkerSettings(
     stall_timeout=2.0,
@@ -458,6 +458,29 @@ async def test_messages_dropped_by_the_client_are_read_again_from_the_checkpoint
     assert worker.progress.resubscribes >= 1, "no message was dropped: the test proves nothing"
     assert counts(engine) == oracle(zip(seqs, events, strict=True))
     assert tuple(checkpoint_row(engine, "event_counts", 1)) == (4_000, 4_000, 0, 0)
+
+
+async def test_a_buffer_past_until_seq_applies_exactly_through_it(
+    js: JetStreamContext, engine: sa.Engine
+) -> None:
+    """The cut at ``until_seq``, asserted directly: one step applies every buffered message up
+    to and including ``until_seq`` and keeps the later ones. (A cut that dropped the message at
+    ``until_seq`` left ``run`` spinning without ever yielding: the end-to-end tests hung.)"""
+    events = make_events(10, seed=21)
+    store = ProjectionStore(engine, EventCounts())
+    store.ensure(1)
+    worker = Worker(js, store, generation=1, settings=FAST)
+    assert worker._lock.try_acquire()  # as run() does first
+    worker._until = 6
+    worker._buffer = [
+        RawMessage(seq, w.subject, w.data, seq) for seq, w in enumerate(wires(events), start=1)
+    ]
+    worker.progress.received_seq = 10
+    await worker._apply_next()
+    assert (store.checkpoint(1), worker.progress.applied_seq) == (6, 6)
+    assert counts(engine) == oracle(zip(range(1, 7), events[:6], strict=True))
+    assert [m.seq for m in worker._buffer] == [7, 8, 9, 10]
+    worker._lock.release()
 
 
 @pytest.mark.parametrize("partitions", [1, 3])
