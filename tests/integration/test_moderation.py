@@ -36,7 +36,7 @@ from events import (
     subject_of,
 )
 from events.fields import ReportReason
-from projections.api import TableNamer
+from projections.api import Delivered, TableNamer
 from projections.database import create_engine
 from projections.moderation import DEFAULT_SETTINGS, ModerationQueue, ModerationSettings
 from projections.moderation import queries as q
@@ -491,6 +491,38 @@ def test_auto_hide_is_marked_at_exactly_the_threshold(engine: sa.Engine) -> None
     item = s.item("p2")
     assert (item["score"], item["auto_hide_due_at_seq"]) == (6000, at)
     assert item["auto_hide_score"] == 6000
+
+
+def test_a_decision_keeps_each_reporters_cooldown_under_its_own_key(engine: sa.Engine) -> None:
+    s = Story(engine)
+    s.report("bob", "p1", "spam")
+    s.report("cat", "p1", "harassment")
+    decided = s.later(hours=1).decide("mod", "p1", "dismiss")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT community, target_kind, target, reporter, reason, outcome, resolved_seq"
+                " FROM moderation_cooldowns ORDER BY reporter"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (C, "post", "p1", "bob", "spam", "rejected", decided),
+        (C, "post", "p1", "cat", "harassment", "rejected", decided),
+    ]
+    # A report reads its cooldown by the same key, in the table's column order.
+    report = ContentReported(
+        id=uuid.uuid4(),
+        community=C,
+        actor="bob",
+        occurred_at=s.now,
+        report="q9",
+        target="p1",
+        target_kind="post",
+        target_author="ann",
+        reason="spam",
+    )
+    wanted = ModerationQueue().reads([Delivered(1, report)])
+    assert list(wanted["moderation_cooldowns"]) == [(C, "post", "p1", "bob", "spam")]
 
 
 def test_the_log_says_who_wrote_a_post_not_its_reporters(engine: sa.Engine) -> None:
