@@ -299,6 +299,23 @@ def test_the_cooldown_is_per_reporter_and_reason_and_lasts_24_hours(engine: sa.E
     assert s.item("p3")["round"] == 2
 
 
+def test_the_cooldown_ends_exactly_24_hours_after_the_resolution(engine: sa.Engine) -> None:
+    s = Story(engine)
+    s.report("bob", "p1")
+    s.report("bob", "p2")
+    resolved = T0 + timedelta(hours=1)
+    s.at(resolved).decide("mod", "p1", "dismiss")
+    s.decide("mod", "p2", "dismiss")
+    s.edit("p2")  # edited at the resolution's instant: not after it, so no fresh look
+    just_before = s.at(resolved + timedelta(hours=24, microseconds=-1)).report("bob", "p1")
+    same_instant = s.report("bob", "p2")
+    assert s.report_row(just_before)["status"] == "cooled"
+    assert s.report_row(same_instant)["status"] == "cooled"
+    at_24_hours = s.at(resolved + timedelta(hours=24)).report("bob", "p1")
+    assert s.report_row(at_24_hours)["status"] == "pending"
+    assert s.item("p1")["round"] == 2
+
+
 def test_time_to_resolution_and_sla_breaches_per_day(engine: sa.Engine) -> None:
     s = Story(engine)
     for post in ("p1", "p2", "p3", "p4", "p6"):
