@@ -65,8 +65,9 @@ PERIODS: Final = "moderation_reporter_periods"
 MEMBERS: Final = "moderation_members"
 COOLDOWNS: Final = "moderation_cooldowns"
 LOG: Final = "moderation_log"
+CONTENT: Final = "moderation_content"
 
-TABLES: Final = (QUEUE, REPORTS, REPORTERS, PERIODS, MEMBERS, COOLDOWNS, LOG)
+TABLES: Final = (QUEUE, REPORTS, REPORTERS, PERIODS, MEMBERS, COOLDOWNS, LOG, CONTENT)
 """Logical table names (also the stable view names once a generation is active)."""
 
 ITEM_STATUSES: Final = ("pending", "approved", "rejected", "ignored")
@@ -248,6 +249,18 @@ def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table
     sa.Index(f"ix_{log.name}_day", log.c.community, log.c.day, log.c.kind)
     sa.Index(f"ix_{log.name}_opened", log.c.community, log.c.opened_at)
 
+    # Who wrote a post or reply, as its own creation event says: the author a report is judged
+    # against, whatever the reporter claims.
+    content = sa.Table(
+        table_name(CONTENT),
+        metadata,
+        sa.Column("community", _ID, primary_key=True),
+        sa.Column("kind", sa.String(8), primary_key=True, comment="post | reply"),
+        sa.Column("content", _ID, primary_key=True),
+        sa.Column("author", _ID, nullable=False, comment="actor of its first creation event"),
+        sa.Column("created_seq", sa.BigInteger, nullable=False),
+    )
+
     return {
         QUEUE: queue,
         REPORTS: reports,
@@ -256,6 +269,7 @@ def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table
         MEMBERS: members,
         COOLDOWNS: cooldowns,
         LOG: log,
+        CONTENT: content,
     }
 
 
@@ -383,6 +397,7 @@ def _reads_of(event: AnyEvent, settings: ModerationSettings) -> list[tuple[str, 
             period = period_of(event.occurred_at, settings.decay_period_days)
             return [
                 (QUEUE, (c, event.target_kind, event.target)),
+                *([] if event.target_kind == "member" else [(CONTENT, _content_key(event))]),
                 (REPORTS, (c, event.report)),
                 (MEMBERS, (c, reporter)),
                 (REPORTERS, (c, reporter)),
@@ -399,9 +414,11 @@ def _reads_of(event: AnyEvent, settings: ModerationSettings) -> list[tuple[str, 
             return [(QUEUE, (c, "member", event.member)), (MEMBERS, (c, event.member))]
         case MemberLeft():
             return [(QUEUE, (c, "member", event.member))]
-        case (
-            PostCreated() | ReplyCreated() | ReactionAdded() | ReactionRemoved() | AnswerAccepted()
-        ):
+        case PostCreated():
+            return [(CONTENT, (c, "post", event.post))]
+        case ReplyCreated():
+            return [(CONTENT, (c, "reply", event.reply))]
+        case ReactionAdded() | ReactionRemoved() | AnswerAccepted():
             return []
         case _:
             assert_never(event)
@@ -439,8 +456,10 @@ class _Folder:
                 self.joined(seq, event)
             case PostCreated():
                 self.member_add(event.community, event.actor, posts=1)
+                self.created(seq, (event.community, "post", event.post), event.actor)
             case ReplyCreated():
                 self.member_add(event.community, event.actor, replies=1)
+                self.created(seq, (event.community, "reply", event.reply), event.actor)
             case AnswerAccepted():
                 self.member_add(event.community, event.reply_author, answers=1)
             case ReactionAdded() | ReactionRemoved():
@@ -484,6 +503,24 @@ class _Folder:
         }
         row.update(values)
         self.changes.insert(LOG, row)
+
+    # -- authors ----------------------------------------------------------------------------
+
+    def created(self, seq: int, key: Key, author: str) -> None:
+        """Record who wrote a post or reply; a later event reusing its id does not change it."""
+        if self.changes.get(CONTENT, key) is None:
+            self.changes.put(CONTENT, key, author=author, created_seq=seq)
+
+    def author_of(self, event: ContentReported) -> str:
+        """Who wrote the reported target, as the log says, for a new item.
+
+        A member is their own author. A post or reply's author is the actor of its creation event
+        when the log holds it; only when it does not is the first reporter's claim taken.
+        """
+        if event.target_kind == "member":
+            return event.target
+        row = self.changes.get(CONTENT, _content_key(event))
+        return event.target_author if row is None else str(row["author"])
 
     # -- members ----------------------------------------------------------------------------
 
@@ -541,7 +578,7 @@ class _Folder:
         item = self.item(key)
         status: str
         if item is None:
-            item = _new_item(event, seq)
+            item = _new_item(event, self.author_of(event), seq)
             status = "pending"
         elif item["status"] == "pending":
             reporters = {reporter for _, reporter, _ in _decode_open(item["open_list"])}
@@ -572,7 +609,7 @@ class _Folder:
             (c, event.report),
             target_kind=event.target_kind,
             target=event.target,
-            target_author=event.target_author,
+            target_author=item["target_author"],
             reporter=event.actor,
             reason=event.reason,
             note=event.note,
@@ -600,7 +637,7 @@ class _Folder:
             reports=1,
             cooled=int(status == "cooled"),
             duplicates=int(status == "duplicate"),
-            ignored=int(status == "ignored" and event.actor != event.target_author),
+            ignored=int(status == "ignored" and event.actor != item["target_author"]),
         )
         self.changes.put(
             REPORTERS,
@@ -811,13 +848,17 @@ class _Folder:
         self.put_item(key, item, seq)
 
 
-def _new_item(event: ContentReported, seq: int) -> Row:
+def _content_key(event: ContentReported) -> Key:
+    return (event.community, event.target_kind, event.target)
+
+
+def _new_item(event: ContentReported, author: str, seq: int) -> Row:
     at = event.occurred_at
     return {
         "community": event.community,
         "target_kind": event.target_kind,
         "target": event.target,
-        "target_author": event.target_author,
+        "target_author": author,
         "status": "pending",
         "priority": "low",
         "score": 0,

@@ -27,7 +27,7 @@ MILLI: Final = 1000
 REPORT_REASONS: Final[tuple[ReportReason, ...]] = get_args(ReportReason)
 """Every report reason of the event contract."""
 
-FOLD_REVISION: Final = 1
+FOLD_REVISION: Final = 2
 """Revision of the fold and tables; bump it when their meaning changes (not for settings)."""
 
 _VERSION_SPAN: Final = 1_000_000

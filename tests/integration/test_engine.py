@@ -47,7 +47,7 @@ from projections.database import create_engine
 from projections.partitions import community_of_subject, partition_of
 from projections.runner import Worker, WorkerSettings, WorkerState
 from projections.status import read_status
-from projections.store import FoldPolicy, ProjectionStore
+from projections.store import FoldPolicy, ProjectionStore, RawMessage
 
 FAST = WorkerSettings(
     stall_timeout=2.0,
@@ -460,6 +460,29 @@ async def test_messages_dropped_by_the_client_are_read_again_from_the_checkpoint
     assert tuple(checkpoint_row(engine, "event_counts", 1)) == (4_000, 4_000, 0, 0)
 
 
+async def test_a_buffer_past_until_seq_applies_exactly_through_it(
+    js: JetStreamContext, engine: sa.Engine
+) -> None:
+    """The cut at ``until_seq``, asserted directly: one step applies every buffered message up
+    to and including ``until_seq`` and keeps the later ones. (A cut that dropped the message at
+    ``until_seq`` left ``run`` spinning without ever yielding: the end-to-end tests hung.)"""
+    events = make_events(10, seed=21)
+    store = ProjectionStore(engine, EventCounts())
+    store.ensure(1)
+    worker = Worker(js, store, generation=1, settings=FAST)
+    assert worker._lock.try_acquire()  # as run() does first
+    worker._until = 6
+    worker._buffer = [
+        RawMessage(seq, w.subject, w.data, seq) for seq, w in enumerate(wires(events), start=1)
+    ]
+    worker.progress.received_seq = 10
+    await worker._apply_next()
+    assert (store.checkpoint(1), worker.progress.applied_seq) == (6, 6)
+    assert counts(engine) == oracle(zip(range(1, 7), events[:6], strict=True))
+    assert [m.seq for m in worker._buffer] == [7, 8, 9, 10]
+    worker._lock.release()
+
+
 @pytest.mark.parametrize("partitions", [1, 3])
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_a_full_buffer_pauses_the_consumer_instead_of_dropping_messages(
@@ -486,6 +509,7 @@ async def test_a_worker_waiting_for_the_lock_leaves_the_owners_status_alone(
     js: JetStreamContext,
     engine: sa.Engine,
     running: list[tuple[asyncio.Event, asyncio.Task[None]]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seqs = await publish(js, wires(make_events(100, seed=10)))
     store = ProjectionStore(engine, EventCounts())
@@ -494,9 +518,22 @@ async def test_a_worker_waiting_for_the_lock_leaves_the_owners_status_alone(
     stop_owner, _ = start(running, owner)
     await wait_until(lambda: store.checkpoint(1) == seqs[-1], 30, "the owner to apply")
     waiting = Worker(js, store, generation=1, settings=FAST)
+    # The real lock, its attempts counted: the test waits for them instead of sleeping.
+    tries: list[bool] = []
+    try_acquire = waiting._lock.try_acquire
+
+    def counted() -> bool:
+        taken = try_acquire()
+        tries.append(taken)
+        return taken
+
+    monkeypatch.setattr(waiting._lock, "try_acquire", counted)
     stop_waiting, waiting_task = start(running, waiting)
-    await wait_until(lambda: waiting.state is WorkerState.WAITING, 10, "the second worker to wait")
-    await asyncio.sleep(3 * FAST.lock_poll)  # let it try the lock a few times
+    await wait_until(lambda: len(tries) >= 3, 10, "the second worker to try the lock 3 times")
+    assert not any(tries), "the second worker took a held lock"
+    assert waiting.state is WorkerState.WAITING
+    [status] = read_status(engine, "event_counts")
+    assert status.worker_state in ("running", "catching_up"), "overwritten while waiting"
     stop_waiting.set()
     await asyncio.wait_for(waiting_task, 10)
     [status] = read_status(engine, "event_counts")

@@ -36,7 +36,7 @@ from events import (
     subject_of,
 )
 from events.fields import ReportReason
-from projections.api import TableNamer
+from projections.api import Delivered, TableNamer
 from projections.database import create_engine
 from projections.moderation import DEFAULT_SETTINGS, ModerationQueue, ModerationSettings
 from projections.moderation import queries as q
@@ -299,6 +299,23 @@ def test_the_cooldown_is_per_reporter_and_reason_and_lasts_24_hours(engine: sa.E
     assert s.item("p3")["round"] == 2
 
 
+def test_the_cooldown_ends_exactly_24_hours_after_the_resolution(engine: sa.Engine) -> None:
+    s = Story(engine)
+    s.report("bob", "p1")
+    s.report("bob", "p2")
+    resolved = T0 + timedelta(hours=1)
+    s.at(resolved).decide("mod", "p1", "dismiss")
+    s.decide("mod", "p2", "dismiss")
+    s.edit("p2")  # edited at the resolution's instant: not after it, so no fresh look
+    just_before = s.at(resolved + timedelta(hours=24, microseconds=-1)).report("bob", "p1")
+    same_instant = s.report("bob", "p2")
+    assert s.report_row(just_before)["status"] == "cooled"
+    assert s.report_row(same_instant)["status"] == "cooled"
+    at_24_hours = s.at(resolved + timedelta(hours=24)).report("bob", "p1")
+    assert s.report_row(at_24_hours)["status"] == "pending"
+    assert s.item("p1")["round"] == 2
+
+
 def test_time_to_resolution_and_sla_breaches_per_day(engine: sa.Engine) -> None:
     s = Story(engine)
     for post in ("p1", "p2", "p3", "p4", "p6"):
@@ -476,6 +493,97 @@ def test_auto_hide_is_marked_once_per_round_and_never_on_hidden_content(
     s.report("eve", "p2", "spam")  # 6.0, but already hidden
     assert s.item("p2")["auto_hide_due_at_seq"] is None
     assert s.item("p2")["hidden"]
+
+
+def test_auto_hide_is_marked_at_exactly_the_threshold(engine: sa.Engine) -> None:
+    settings = replace(DEFAULT_SETTINGS, auto_hide_score=6000)
+    s = Story(engine, settings)
+    s.report("bob", "p1", "harassment")  # 1 + 0 + 3 = 4.0: below
+    assert s.item("p1")["auto_hide_due_at_seq"] is None
+    s.report("cat", "p2", "harassment")  # 4.0
+    below = s.report("dan", "p2", "other")  # 4.0 + 1.0 = 5.0: still below
+    assert (s.item("p2")["score"], s.item("p2")["auto_hide_due_at_seq"]) == (5000, None)
+    assert s.report_row(below)["weight"] == 1000
+    at = s.report("eve", "p2", "other")  # 6.0: exactly the threshold, which hides
+    item = s.item("p2")
+    assert (item["score"], item["auto_hide_due_at_seq"]) == (6000, at)
+    assert item["auto_hide_score"] == 6000
+
+
+def test_a_decision_keeps_each_reporters_cooldown_under_its_own_key(engine: sa.Engine) -> None:
+    s = Story(engine)
+    s.report("bob", "p1", "spam")
+    s.report("cat", "p1", "harassment")
+    decided = s.later(hours=1).decide("mod", "p1", "dismiss")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT community, target_kind, target, reporter, reason, outcome, resolved_seq"
+                " FROM moderation_cooldowns ORDER BY reporter"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (C, "post", "p1", "bob", "spam", "rejected", decided),
+        (C, "post", "p1", "cat", "harassment", "rejected", decided),
+    ]
+    # A report reads its cooldown by the same key, in the table's column order.
+    report = ContentReported(
+        id=uuid.uuid4(),
+        community=C,
+        actor="bob",
+        occurred_at=s.now,
+        report="q9",
+        target="p1",
+        target_kind="post",
+        target_author="ann",
+        reason="spam",
+    )
+    wanted = ModerationQueue().reads([Delivered(1, report)])
+    assert list(wanted["moderation_cooldowns"]) == [(C, "post", "p1", "bob", "spam")]
+
+
+def test_the_log_says_who_wrote_a_post_not_its_reporters(engine: sa.Engine) -> None:
+    s = Story(engine)
+    s.emit(PostCreated, "ann", post="p1", title="Hello")
+    # Bob names himself as the author, ann names someone else: neither claim counts.
+    bob = s.report("bob", "p1", author="bob")
+    ann = s.later(minutes=1).report("ann", "p1", author="zed")
+    assert s.item("p1")["target_author"] == "ann"
+    assert [s.report_row(seq)["target_author"] for seq in (bob, ann)] == ["ann", "ann"]
+    s.later(hours=1).decide("mod", "p1", "dismiss")
+    # Ann reported her own post: scored, but never counted towards her accuracy; bob's counts.
+    assert (s.reporter("bob")["disagreed"], s.reporter("ann")["disagreed"]) == (1, 0)
+    assert s.report_row(ann)["status"] == "disagreed"
+
+    # Reported after its deletion: ann's report on her own post counts nowhere, bob's does.
+    s.later(hours=1).delete("p1")
+    late = s.later(hours=1).report("ann", "p1", author="bob")
+    s.later(minutes=1).report("bob", "p1", author="bob")
+    assert s.report_row(late)["status"] == "ignored"
+    assert (s.reporter("ann")["ignored"], s.reporter("bob")["ignored"]) == (0, 1)
+
+    # A member is their own author, whatever the report says.
+    s.later(minutes=1).emit(
+        ContentReported,
+        "bob",
+        report="m1",
+        target="troll",
+        target_kind="member",
+        target_author="bob",
+        reason="harassment",
+    )
+    assert s.item("troll", "member")["target_author"] == "troll"
+
+
+def test_without_its_creation_in_the_log_the_first_report_names_the_author(
+    engine: sa.Engine,
+) -> None:
+    s = Story(engine)
+    s.report("bob", "p9", author="ann")
+    ann = s.later(minutes=1).report("ann", "p9", author="bob")  # a later claim changes nothing
+    assert (s.item("p9")["target_author"], s.report_row(ann)["target_author"]) == ("ann", "ann")
+    s.later(hours=1).decide("mod", "p9", "keep")
+    assert (s.reporter("bob")["disagreed"], s.reporter("ann")["disagreed"]) == (1, 0)
 
 
 def canonical(engine: sa.Engine, generation: int = 1) -> dict[str, list[tuple[Any, ...]]]:

@@ -81,6 +81,7 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.publish_timeout == 5.0
     assert settings.publish_deadline == 30.0
     assert settings.publish_max_in_flight == 4096
+    assert (settings.ingest_max_body_bytes, settings.ingest_max_batch) == (1_048_576, 500)
     assert (settings.log_format, settings.log_level) == ("auto", "info")
     assert settings.effective_database_url == (
         f"sqlite:///{(Path('.agora') / 'agora.db').resolve()}"

@@ -186,6 +186,23 @@ async def test_requests_refused_as_a_whole(
     assert publisher.published == []
 
 
+async def test_the_request_limits_are_inclusive(
+    handler: IngestHandler, publisher: FakePublisher
+) -> None:
+    """The fixture's max_batch=5 and max_body_bytes=200_000, said literally: exactly that much
+    is accepted (one more is refused, above)."""
+    five = await handler.handle(TOKEN, body(*[payload() for _ in range(5)]))
+    assert (five.status, five.error) == (200, None)
+    assert five.results is not None and len(five.results) == 5
+    batch = body(payload())  # padded between the elements: each event stays small
+    padded = batch[:-1] + b" " * (200_000 - len(batch)) + b"]"
+    assert len(padded) == 200_000
+    reply = await handler.handle(TOKEN, padded)
+    assert (reply.status, reply.error) == (200, None)
+    assert len(publisher.published) == 6
+    assert (await handler.handle(TOKEN, padded[:-1] + b" ]")).error == "too_large"
+
+
 async def test_a_body_that_is_not_json_is_a_rejected_single_event(
     handler: IngestHandler,
 ) -> None:

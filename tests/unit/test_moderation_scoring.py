@@ -112,6 +112,17 @@ def test_recent_outcomes_weigh_more_than_old_ones() -> None:
     assert undecayed(8, 8) == accuracy_bonus(*same, NO_DECAY)
 
 
+def test_the_window_keeps_24_periods_said_literally() -> None:
+    """docs/moderation.md: outcomes older than 24 periods are forgotten; age 23 still counts."""
+    factor_23 = round(Fraction(9, 10) ** 23 * PPM)
+    assert decayed_outcomes({30 - 23: (1, 0), 30 - 24: (0, 1)}, 30, DEFAULT_SETTINGS) == (
+        factor_23,
+        0,
+    )
+    assert decayed_outcomes({30: (0, 1), 31: (1, 0)}, 30, DEFAULT_SETTINGS) == (0, PPM)
+    assert len(window(30, DEFAULT_SETTINGS)) == 24
+
+
 def test_decay_factors_are_exact_and_outcomes_outside_the_window_do_not_count() -> None:
     factors = decay_factors(Fraction(9, 10), 24)
     assert factors[0] == PPM and factors[1] == 900_000 and factors[2] == 810_000
@@ -143,6 +154,7 @@ def test_the_fixed_point_logarithm_refuses_values_below_one() -> None:
 # -- standing, weight, priority --------------------------------------------------------------------
 
 DAY = timedelta(days=1)
+MICRO = timedelta(microseconds=1)
 
 
 @pytest.mark.parametrize(
@@ -153,10 +165,18 @@ DAY = timedelta(days=1)
         (Standing(tenure=None, contributions=500, agreed_reports=50), 0),
         (Standing(tenure=DAY * 0.5, contributions=3), 0),
         (Standing(tenure=DAY, contributions=1), 1),
+        (Standing(tenure=DAY - MICRO, contributions=1), 0),
+        (Standing(tenure=DAY, contributions=0), 0),
         (Standing(tenure=DAY * 15, contributions=5), 2),
         (Standing(tenure=DAY * 15, contributions=4), 1),
+        (Standing(tenure=DAY * 15 - MICRO, contributions=5), 1),
         (Standing(tenure=DAY * 50, contributions=20), 3),
+        (Standing(tenure=DAY * 50, contributions=19), 2),
+        (Standing(tenure=DAY * 50 - MICRO, contributions=20), 2),
         (Standing(tenure=DAY * 100, contributions=50, agreed_reports=5), 4),
+        (Standing(tenure=DAY * 100, contributions=50, agreed_reports=4), 3),
+        (Standing(tenure=DAY * 100, contributions=49, agreed_reports=5), 3),
+        (Standing(tenure=DAY * 100 - MICRO, contributions=50, agreed_reports=5), 3),
         (Standing(tenure=DAY * 100, contributions=50, agreed_reports=5, sanctions=2), 2),
         (Standing(tenure=DAY * 15, contributions=5, sanctions=9), 0),
         (Standing(staff=True), 5),
@@ -249,7 +269,7 @@ def test_every_fold_setting_changes_the_version_and_the_sla_does_not() -> None:
         changed = replace(DEFAULT_SETTINGS, **{name: value})
         assert version_of(changed) != base, name
     assert version_of(replace(DEFAULT_SETTINGS, sla_hours=4)) == base
-    assert 1_000_000 <= base < 2_000_000  # revision 1, fits the engine's Integer column
+    assert 2_000_000 <= base < 3_000_000  # revision 2, fits the engine's Integer column
 
 
 def test_a_configured_projection_carries_its_settings_and_version() -> None:

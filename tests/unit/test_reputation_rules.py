@@ -7,6 +7,7 @@ the projection's tables back. ``Community`` is the small vocabulary the scenario
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -43,10 +44,12 @@ from projections.reputation import (
     Reputation,
     RuleSet,
     StackExchangeReputation,
+    Standing,
     Tables,
     TrustLevel,
     fingerprint,
     projection_for,
+    trust_level,
 )
 from projections.reputation.rules import points_table, trust_table
 from projections.store import FoldPolicy, ProjectionStore, RawMessage
@@ -434,6 +437,27 @@ def test_a_deleted_answer_refunds_its_downvoters(town: Town) -> None:
     beer.check_ledger()
 
 
+def test_deleting_a_question_refunds_a_downvoter_who_paid_on_an_answer_at_the_floor(
+    town: Town,
+) -> None:
+    beer = town()
+    beer.joins("asker", "ale", "v1")
+    beer.asks("asker", "q1")
+    beer.answers("ale", "q1", "a1")
+    beer.asks("v1", "q2")
+    beer.upvote("asker", "q2")  # v1: 1 + 5
+    beer.downvote("v1", "a1")
+    # Ale is at the floor and loses nothing; only the voter's cost is held on the answer.
+    assert beer.ledger("ale")[-1] == ("downvote.reply", -2, 0, 1)
+    assert beer.ledger("v1")[-1] == ("downvote.reply.voter", -1, -1, 5)
+    beer.deletes("q1", by="mod")
+    assert beer.score("v1") == 6  # the 1 comes back with the question
+    assert beer.ledger("v1")[-1] == ("reversal.post.deleted", 1, 1, 6)
+    assert beer.score("ale") == 1
+    beer.withdraws("v1", "a1", "downvote")  # and is not paid twice
+    assert beer.score("v1") == 6
+
+
 def test_an_answer_voted_on_without_its_question_named_still_goes_with_the_question(
     town: Town,
 ) -> None:
@@ -679,6 +703,29 @@ def test_default_every_downvote_costs_the_voter_and_nobody_goes_below_0(town: To
     assert agora.ledger("cat")[-1] == ("downvote.reply.voter", -1, 0, 0)
 
 
+def test_default_deleting_a_post_takes_back_its_and_its_replies_points_and_refunds_voters(
+    town: Town,
+) -> None:
+    agora = town(DEFAULT)
+    agora.joins("ann", "bob", "cat")
+    agora.asks("ann", "t1")
+    agora.answers("bob", "t1", "r1")
+    agora.asks("cat", "t2")
+    agora.upvote("ann", "t2")  # cat 10
+    agora.upvote("cat", "t1")  # ann 10
+    agora.upvote("ann", "r1")  # bob 10
+    agora.downvote("cat", "r1")  # bob 8, cat 9
+    assert (agora.score("ann"), agora.score("bob"), agora.score("cat")) == (10, 8, 9)
+    agora.deletes("t1", by="ann")
+    # Everything earned or paid on t1 and on its reply comes back; cat's t2 is untouched.
+    assert (agora.score("ann"), agora.score("bob"), agora.score("cat")) == (0, 0, 10)
+    assert agora.ledger("cat")[-1] == ("reversal.post.deleted", 1, 1, 10)
+    assert agora.ledger("bob")[-1][1:] == (-8, -8, 0)
+    agora.upvote("cat", "r1")  # a deleted post's reply earns nothing more
+    agora.withdraws("cat", "r1", "downvote")  # and a withdrawal takes nothing twice
+    assert (agora.score("ann"), agora.score("bob"), agora.score("cat")) == (0, 0, 10)
+
+
 def test_default_upheld_reports_cost_more_the_harsher_the_decision(town: Town) -> None:
     agora = town(DEFAULT)
     voters = [f"v{i}" for i in range(20)]
@@ -715,6 +762,67 @@ def test_default_trust_grows_with_reputation_and_behaviour(town: Town) -> None:
     assert agora.level("ann") == 2
     assert agora.trust_history("ann") == [(0, 1), (1, 2)]
     assert agora.member("ann")["days_active"] == 10
+
+
+def test_a_trust_level_is_reached_at_exactly_its_minimums() -> None:
+    """Each rung's documented minimums, said literally: met exactly, the rung is reached; one
+    short on any of them (or one report upheld too many), the member stays a rung below."""
+    at = datetime(2014, 3, 1, tzinfo=UTC)
+    rungs = {
+        # (rule set, level): the exact minimums, as docs/reputation.md gives them
+        ("default", 1): Standing(reputation=0, contributions=1, days_active=1),
+        ("default", 2): Standing(
+            reputation=15, contributions=10, days_active=5, reactions_given=1, reactions_received=1
+        ),
+        ("default", 3): Standing(
+            reputation=500,
+            contributions=50,
+            days_active=50,
+            reactions_given=30,
+            reactions_received=20,
+            reports_upheld=5,
+        ),
+        ("default", 4): Standing(
+            reputation=2000,
+            contributions=200,
+            days_active=100,
+            reactions_given=100,
+            reactions_received=100,
+            reports_upheld=2,
+        ),
+        ("stackexchange", 1): Standing(reputation=15),
+        ("stackexchange", 2): Standing(reputation=125),
+        ("stackexchange", 3): Standing(reputation=2000),
+        ("stackexchange", 4): Standing(reputation=10000),
+    }
+    for (name, level), exact in rungs.items():
+        rules = RULE_SETS[name]
+        assert trust_level(rules, exact, at) == level, (name, level)
+        counters = ("reputation", "contributions", "days_active")
+        counters += ("reactions_given", "reactions_received")
+        for counter in counters:
+            value = getattr(exact, counter)
+            if value > 0:
+                short = dataclasses.replace(exact, **{counter: value - 1})
+                assert trust_level(rules, short, at) == level - 1, (name, level, counter)
+        if level >= 3 and name == "default":
+            upheld = dataclasses.replace(exact, reports_upheld=exact.reports_upheld + 1)
+            assert trust_level(rules, upheld, at) == level - 1, (name, level, "upheld")
+    # A higher rung does not count while a lower one is missed.
+    skipped = Standing(reputation=2000, contributions=200, days_active=4, reactions_given=100)
+    assert trust_level(DEFAULT, dataclasses.replace(skipped, reactions_received=100), at) == 1
+    ladder = (
+        TrustLevel(level=1, title="one", min_reputation=15),
+        TrustLevel(level=2, title="two", min_contributions=1),
+    )
+    uneven = msgspec.structs.replace(STACKEXCHANGE, trust_levels=ladder)
+    assert trust_level(uneven, Standing(reputation=1, contributions=1), at) == 0
+    # A suspension holds up to, not including, its end; a ban holds for good.
+    top = rungs[("stackexchange", 4)]
+    assert trust_level(STACKEXCHANGE, dataclasses.replace(top, suspended_until=at), at) == 4
+    later = at + timedelta(microseconds=1)
+    assert trust_level(STACKEXCHANGE, dataclasses.replace(top, suspended_until=later), at) == 0
+    assert trust_level(STACKEXCHANGE, dataclasses.replace(top, banned=True), at) == 0
 
 
 # -- versions and rule sets -------------------------------------------------------------------

@@ -18,7 +18,6 @@ from jsonschema import Draft202012Validator, FormatChecker
 from strategies import any_event
 
 from events import CODEC, EVENT_TYPES, Event, InvalidEvent, encode, validate_json
-from events.limits import MAX_ID_LENGTH
 from events.schema import SCHEMA_DIALECT, event_schemas, union_schema
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
@@ -148,7 +147,7 @@ def changed(**changes: Any) -> dict[str, Any]:
 INVALID = {
     "extra field": changed(pinned=True),
     "id with a dot": changed(community="c.42"),
-    "id too long": changed(post="p" * (MAX_ID_LENGTH + 1)),
+    "id too long": changed(post="p" * 65),
     "empty id": changed(actor=""),
     "event id not a uuid": changed(id="not-a-uuid"),
     "non-UTC time": changed(occurred_at="2024-03-14T11:26:53+02:00"),
