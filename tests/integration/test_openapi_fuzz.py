@@ -111,6 +111,10 @@ def fuzz(
                     probe(cases, base_url, session)
                 except AssertionError as error:
                     problems.append(f"{mode.value}: {str(error).splitlines()[0]}")
+                except ExceptionGroup as group:  # hypothesis found several distinct failures
+                    problems.extend(
+                        f"{mode.value}: {str(e).splitlines()[0]}" for e in group.exceptions
+                    )
                 except Unsatisfiable:
                     # Nothing of the operation can be broken (no parameter, no body).
                     assert mode is GenerationMode.NEGATIVE, operation.label
