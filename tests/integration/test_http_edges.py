@@ -158,6 +158,19 @@ async def test_a_body_that_never_ends_is_cut_off_with_408(
         assert (await js.stream_info("AGORA")).state.messages == 0
 
 
+async def test_a_malformed_request_is_refused_with_400_json(tmp_path: Path) -> None:
+    async with dashboard(tmp_path) as url:
+        host, port = address(url)
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        raw = await asyncio.wait_for(read_to_eof(reader), PATIENCE)
+        writer.close()
+        status, headers, body = status_and_json(raw)
+        assert status == 400
+        assert headers["connection"] == "close"
+        assert "Invalid HTTP request" in body["detail"]
+
+
 # -- the connection cap -------------------------------------------------------------------------
 
 
