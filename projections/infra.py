@@ -69,3 +69,47 @@ status = sa.Table(
     sa.Column("rate", sa.Float, nullable=False, default=0.0, comment="events/s since start"),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="wall clock"),
 )
+
+parked = sa.Table(
+    "agora_parked",
+    INFRA,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("community", sa.String(128), primary_key=True),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column(
+        "first_seq", sa.BigInteger, nullable=False, comment="the poison event (a dead letter)"
+    ),
+    sa.Column("error_class", sa.String(128), nullable=False),
+    sa.Column("error_message", sa.Text, nullable=False),
+    sa.Column(
+        "since",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        comment="the poison message's stream timestamp",
+    ),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, comment="its event time"),
+    sa.Column("held", sa.BigInteger, nullable=False, comment="later events held back"),
+    sa.Index("agora_parked_by_partition", "projection", "generation", "partition"),
+)
+"""Communities whose events wait behind a poison event (see docs/operations.md)."""
+
+held = sa.Table(
+    "agora_held",
+    INFRA,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("community", sa.String(128), nullable=False),
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column(
+        "first_seen",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        comment="the message's stream timestamp",
+    ),
+    sa.Index("agora_held_by_community", "projection", "generation", "community", "seq"),
+)
+"""Events of parked communities, held back in stream order until retried or skipped."""

@@ -51,3 +51,13 @@ PAUSED = Gauge(
     "1 while the partition is paused by a fold error.",
     ["projection", "partition"],
 )
+PARKED_FIRST_SEQ = Gauge(
+    "agora_projection_parked_first_seq",
+    "Stream sequence of the poison event a parked community waits behind (present while parked).",
+    ["projection", "generation", "community"],
+)
+HELD = Gauge(
+    "agora_projection_held_events",
+    "Events of a parked community held back in order until it is retried or skipped.",
+    ["projection", "generation", "community"],
+)

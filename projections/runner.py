@@ -44,7 +44,14 @@ from projections.errors import DatabaseError, ProjectionError
 from projections.infra import status as status_table
 from projections.locks import WriterLock
 from projections.partitions import community_of_subject, partition_of
-from projections.store import Fenced, FoldFailed, FoldPolicy, ProjectionStore, RawMessage
+from projections.store import (
+    BatchOutcome,
+    Fenced,
+    FoldFailed,
+    FoldPolicy,
+    ProjectionStore,
+    RawMessage,
+)
 
 log = structlog.get_logger("agora.projections")
 
@@ -79,8 +86,9 @@ class WorkerSettings:
     Receiving and writing share one GIL; in a thread, a catch-up write took twice as long and a
     replay ran 20-35 % slower (docs/benchmarks.md). Near the head batches always go to a worker
     thread, so receiving goes on during the write. The loop is blocked for one batch at a time."""
-    fold_policy: FoldPolicy = FoldPolicy.PAUSE
-    """What a fold exception does: pause the partition (default) or park the event."""
+    fold_policy: FoldPolicy = FoldPolicy.HOLD
+    """What a fold exception does: park the event's community and hold its later events while
+    the others go on (default), pause the whole partition, or dead-letter the event alone."""
     stall_timeout: float = 10.0
     """Seconds without a message, while the stream has more, before resubscribing."""
     idle_heartbeat: float = 2.0
@@ -180,6 +188,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._until: int | None = None
         self._ended = False
+        self._parked_labels: set[str] = set()
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -481,6 +490,7 @@ class Worker:
         metrics.LAG.labels(*labels).set(progress.pending + len(self._buffer))
         metrics.BATCH_SECONDS.labels(*labels).observe(elapsed)
         metrics.BATCH_EVENTS.labels(*labels).observe(len(batch))
+        self._report_parked(outcome)
         log.debug(
             "batch applied",
             projection=self.name,
@@ -489,11 +499,41 @@ class Worker:
             last_seq=outcome.last_seq,
             duplicates=outcome.duplicates,
             dead_letters=outcome.dead_letters,
+            held=outcome.held,
             seconds=round(elapsed, 4),
         )
         if self.on_batch is not None:
             self.on_batch(progress)
         await self._maybe_write_status()
+
+    def _report_parked(self, outcome: BatchOutcome) -> None:
+        """Parked-community gauges, and one log line for a batch that parked or held events."""
+        now = {p.community: p for p in outcome.parked}
+        for community in self._parked_labels - now.keys():
+            metrics.PARKED_FIRST_SEQ.remove(self.name, str(self.generation), community)
+            metrics.HELD.remove(self.name, str(self.generation), community)
+        for community, p in now.items():
+            labels = (self.name, str(self.generation), community)
+            metrics.PARKED_FIRST_SEQ.labels(*labels).set(p.first_seq)
+            metrics.HELD.labels(*labels).set(p.held)
+        self._parked_labels = set(now)
+        if outcome.newly_parked:
+            log.error(
+                "communities parked: their later events are held until retried or skipped",
+                projection=self.name,
+                partition=self.partition,
+                communities=list(outcome.newly_parked),
+                first_seqs=[now[c].first_seq for c in outcome.newly_parked],
+                held=outcome.held,
+            )
+        elif outcome.held:
+            log.info(
+                "events of parked communities held",
+                projection=self.name,
+                partition=self.partition,
+                held=outcome.held,
+                communities=sorted(now),
+            )
 
     async def _generation_dropped(self) -> bool:
         """Whether this worker's generation was dropped (its tables are gone for good)."""

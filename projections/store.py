@@ -30,9 +30,11 @@ from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row, RowChange, TableSpec, under
 from projections.database import reader
 from projections.errors import DatabaseError, ProjectionError
-from projections.infra import INFRA, checkpoints, dead_letters, generations
+from projections.infra import INFRA, checkpoints, dead_letters, generations, held, parked
 
 _KEY_CHUNK = 500
+RELEASE_CHUNK = 1000
+"""At most this many held events are released per transaction (the partition waits meanwhile)."""
 _READ_ROUNDS = 16
 """At most this many rounds of ``Projection.reads_after`` per batch: more is a projection bug."""
 _JSON = msgspec.json.Encoder()
@@ -53,7 +55,12 @@ class FoldPolicy(enum.StrEnum):
     PAUSE = "pause"
     """Stop the partition, keep the checkpoint before the batch, show the error in status."""
     PARK = "park"
-    """Set the event aside as a dead letter of kind ``fold`` and go on."""
+    """Set the event aside as a dead letter of kind ``fold`` and go on (its community's later
+    events are folded without it: their order is broken)."""
+    HOLD = "hold"
+    """Set the event aside as a dead letter of kind ``fold`` and park its community: its later
+    events are held back in stream order (``agora_held``) until ``agora dlq retry --community``
+    or ``agora dlq skip``; the other communities go on. The default."""
 
 
 class NotCaughtUp(ProjectionError):
@@ -99,6 +106,15 @@ class RetryOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Parked:
+    """A parked community of a partition, as a batch leaves it."""
+
+    community: str
+    first_seq: int
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
 class BatchOutcome:
     """What one applied batch did."""
 
@@ -106,6 +122,26 @@ class BatchOutcome:
     applied: int
     duplicates: int
     dead_letters: int
+    held: int = 0
+    """Events of parked communities held back by this batch."""
+    parked: tuple[Parked, ...] = ()
+    """The partition's parked communities after the batch (empty: none)."""
+    newly_parked: tuple[str, ...] = ()
+    """Communities this batch parked."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOutcome:
+    """What :meth:`ProjectionStore.retry_community` (or a skip) did to a parked community."""
+
+    community: str
+    applied: list[int]
+    duplicates: list[int]
+    skipped: int | None
+    """The poison event's sequence when it was skipped."""
+    failed_seq: int | None
+    """Where the community is parked now, if it failed again (None: released)."""
+    error: str | None
 
 
 class _UuidBytes(sa.types.TypeDecorator[UUID]):
@@ -198,6 +234,10 @@ class ProjectionStore:
         self._reader = reader(engine)
         self._generations: dict[int, Generation] = {}
         self._statements: dict[tuple[Any, ...], Any] = {}
+        self._none_parked: dict[tuple[int, int], int] = {}
+        """(generation, partition) -> a checkpoint at which that partition had no parked
+        community. Only a batch parks one, and it moves the checkpoint: while the checkpoint is
+        still there, the lookup can be skipped (a retry or skip only ever removes parkings)."""
 
     # -- generations ------------------------------------------------------------------------
 
@@ -400,6 +440,12 @@ class ProjectionStore:
             if state == "active":
                 raise ProjectionError(f"{name} g{number} is active: activate another first")
             gen.metadata.drop_all(conn)
+            for table in (held, parked):
+                conn.execute(
+                    table.delete().where(
+                        (table.c.projection == name) & (table.c.generation == number)
+                    )
+                )
             conn.execute(
                 generations.update()
                 .where(generations.c.projection == name, generations.c.generation == number)
@@ -414,7 +460,7 @@ class ProjectionStore:
         partition: int,
         expected_last_seq: int,
         messages: Sequence[RawMessage],
-        policy: FoldPolicy = FoldPolicy.PAUSE,
+        policy: FoldPolicy = FoldPolicy.HOLD,
         through_seq: int | None = None,
     ) -> BatchOutcome:
         """Apply ``messages`` (in stream order, after ``expected_last_seq``) in one transaction.
@@ -467,11 +513,18 @@ class ProjectionStore:
             except Exception as error:  # InvalidEvent, or anything else the decoder raises
                 letters.append(self._letter(gen, partition, message, "invalid", error))
 
+        # Events of parked communities wait behind their poison event, in order (not seen yet).
+        waiting = self._parked_now(conn, gen, partition, int(last))
+        holding: list[Delivered] = []
+        if waiting:
+            decoded, holding = _split_held(decoded, waiting)
+
         # Recorded before the fold, in the same transaction: parked events count as seen too (a
         # later copy of one is a duplicate; retry_dead_letters finds it by its sequence), and a
         # paused batch rolls the record back with everything else.
         fresh, duplicates = self._record_seen(conn, gen, decoded)
         parked: list[tuple[int, BaseException]] = []
+        later: list[Delivered] = []
         if fresh:
             try:
                 # A savepoint: if the fold or its writes fail half-way, nothing of it remains.
@@ -480,7 +533,10 @@ class ProjectionStore:
             except Exception as error:
                 if not _projection_fault(error):
                     raise
-                parked = self._fold_one_by_one(conn, gen, fresh)
+                if policy is FoldPolicy.HOLD:
+                    parked, later = self._fold_in_order(conn, gen, fresh)
+                else:
+                    parked = self._fold_one_by_one(conn, gen, fresh)
                 if policy is FoldPolicy.PAUSE:
                     seq, cause = parked[0] if parked else (fresh[0].seq, error)
                     raise FoldFailed(seq, cause) from error
@@ -489,6 +545,14 @@ class ProjectionStore:
                     letters.append(self._letter(gen, partition, by_seq[seq], "fold", exc))
         if letters:
             conn.execute(dead_letters.insert(), letters)
+        state: tuple[Parked, ...] = ()
+        if waiting or later or (parked and policy is FoldPolicy.HOLD):
+            poison = parked if policy is FoldPolicy.HOLD else []
+            state = self._park_and_hold(
+                conn, gen, partition, messages, waiting, poison, fresh, holding + later
+            )
+        if not state:
+            self._none_parked[(gen.number, partition)] = new_last
         conn.execute(
             checkpoints.update()
             .where(where)
@@ -499,10 +563,18 @@ class ProjectionStore:
                 dead_letters=checkpoints.c.dead_letters + len(letters),
             )
         )
-        return BatchOutcome(new_last, len(fresh) - len(parked), duplicates, len(letters))
+        newly = tuple(sorted({c.community for c in state} - set(waiting)))
+        applied = len(fresh) - len(parked) - len(later)
+        return BatchOutcome(
+            new_last, applied, duplicates, len(letters), len(holding) + len(later), state, newly
+        )
 
     def retry_dead_letters(self, number: int, seqs: Sequence[int] | None = None) -> RetryOutcome:
         """Re-apply parked events (after a fix), in stream order; remove those applied.
+
+        The poison event of a parked community is released with :meth:`retry_community` (its
+        held events follow it, in order); letters of kind ``skipped`` are retried only when
+        named in ``seqs``.
 
         A letter that still fails stays, with its new error; one whose event id was applied in
         the meantime is removed as a duplicate. Each letter is retried in its own transaction,
@@ -514,6 +586,8 @@ class ProjectionStore:
         where = (dead_letters.c.projection == name) & (dead_letters.c.generation == number)
         if seqs is not None:
             where = where & dead_letters.c.seq.in_(list(seqs))
+        else:  # skipped letters only when named
+            where = where & (dead_letters.c.kind != "skipped")
         applied: list[int] = []
         duplicates: list[int] = []
         failed: dict[int, str] = {}
@@ -524,7 +598,22 @@ class ProjectionStore:
                     .where(where)
                     .order_by(dead_letters.c.seq)
                 ).all()
+            with self._reader.connect() as conn:
+                blocking = {
+                    int(r.first_seq): r.community
+                    for r in conn.execute(
+                        sa.select(parked.c.first_seq, parked.c.community).where(
+                            (parked.c.projection == name) & (parked.c.generation == number)
+                        )
+                    )
+                }
             for seq, partition in found:
+                if seq in blocking:  # a parked community's poison event: release it in order
+                    release = self.retry_community(number, blocking[seq])
+                    applied += [s for s in release.applied if s == seq]
+                    if release.failed_seq is not None and release.error is not None:
+                        failed[release.failed_seq] = release.error
+                    continue
                 with self.engine.begin() as conn:
                     conn.execute(
                         sa.select(checkpoints.c.last_seq)
@@ -564,6 +653,193 @@ class ProjectionStore:
             raise DatabaseError(f"retrying dead letters of {name} g{number}: {error}") from error
         return RetryOutcome(applied, duplicates, failed)
 
+    def parked_communities(self, number: int) -> list[str]:
+        """The communities of generation ``number`` that are parked, by name."""
+        try:
+            with self._reader.connect() as conn:
+                if not sa.inspect(conn).has_table(parked.name):
+                    return []
+                rows = conn.execute(
+                    sa.select(parked.c.community)
+                    .where(
+                        (parked.c.projection == self.projection.name)
+                        & (parked.c.generation == number)
+                    )
+                    .order_by(parked.c.community)
+                ).all()
+        except sa.exc.SQLAlchemyError as error:
+            raise DatabaseError(f"cannot read parked communities: {error}") from error
+        return [r[0] for r in rows]
+
+    def retry_community(
+        self, number: int, community: str, *, skip_reason: str | None = None
+    ) -> ReleaseOutcome:
+        """Replay a parked community from its poison event, in stream order, after a fix.
+
+        The poison event is retried first (with ``skip_reason``, it is skipped instead: its dead
+        letter stays, of kind ``skipped``, with the reason), then the held events, oldest first,
+        with the batch path's duplicate rules. Each transaction first locks the partition's
+        checkpoint (as a batch does), so a running worker and the release never interleave, and
+        releases at most :data:`RELEASE_CHUNK` events: a crash loses nothing and applies nothing
+        twice. An event that fails again parks the community at that event, with its new error
+        (a held one becomes a dead letter); when none is left, the community is released.
+        """
+        gen = self.generation(number)
+        applied: list[int] = []
+        duplicates: list[int] = []
+        skipped: int | None = None
+        first = True
+        try:
+            while True:
+                with self.engine.begin() as conn:
+                    step, more = self._release_step(conn, gen, community, skip_reason, first)
+                first = False
+                if step.skipped is not None:
+                    skipped = step.skipped
+                applied += step.applied
+                duplicates += step.duplicates
+                if not more:
+                    return ReleaseOutcome(
+                        community, applied, duplicates, skipped, step.failed_seq, step.error
+                    )
+        except sa.exc.SQLAlchemyError as error:
+            name = self.projection.name
+            raise DatabaseError(f"releasing {community} of {name} g{number}: {error}") from error
+
+    def _release_step(
+        self,
+        conn: Connection,
+        gen: Generation,
+        community: str,
+        skip_reason: str | None,
+        first: bool,
+    ) -> tuple[ReleaseOutcome, bool]:
+        """One transaction of :meth:`retry_community`; and whether held events remain."""
+        name = self.projection.name
+        key = (
+            (parked.c.projection == name)
+            & (parked.c.generation == gen.number)
+            & (parked.c.community == community)
+        )
+        row = conn.execute(sa.select(parked).where(key)).first()
+        if row is None:
+            if first:
+                raise ProjectionError(f"{community} is not parked in {name} g{gen.number}")
+            return ReleaseOutcome(community, [], [], None, None, None), False
+        point = (
+            (checkpoints.c.projection == name)
+            & (checkpoints.c.generation == gen.number)
+            & (checkpoints.c.partition == row.partition)
+        )
+        conn.execute(sa.select(checkpoints.c.last_seq).where(point).with_for_update()).all()
+        row = conn.execute(sa.select(parked).where(key)).first()  # as of the lock
+        if row is None:
+            return ReleaseOutcome(community, [], [], None, None, None), False
+        applied: list[int] = []
+        duplicates: list[int] = []
+        skipped: int | None = None
+        letter_key = (
+            (dead_letters.c.projection == name)
+            & (dead_letters.c.generation == gen.number)
+            & (dead_letters.c.seq == row.first_seq)
+        )
+        letter = conn.execute(sa.select(dead_letters).where(letter_key)).first()
+        if letter is not None and letter.kind == "fold":
+            if skip_reason is not None:
+                conn.execute(
+                    dead_letters.update()
+                    .where(letter_key)
+                    .values(
+                        kind="skipped",
+                        error_message=f"skipped: {skip_reason} (was: {letter.error_message})",
+                    )
+                )
+                skipped = int(letter.seq)
+            else:
+                outcome, error = _retry_one(self, conn, gen, letter)
+                if outcome == "failed":
+                    assert error is not None
+                    values = {"error_class": type(error).__name__, "error_message": str(error)}
+                    conn.execute(dead_letters.update().where(letter_key).values(**values))
+                    conn.execute(parked.update().where(key).values(**values))
+                    text = f"{type(error).__name__}: {error}"
+                    return ReleaseOutcome(community, [], [], None, int(letter.seq), text), False
+                conn.execute(dead_letters.delete().where(letter_key))
+                conn.execute(
+                    checkpoints.update()
+                    .where(point)
+                    .values(dead_letters=checkpoints.c.dead_letters - 1)
+                )
+                (applied if outcome == "applied" else duplicates).append(int(letter.seq))
+        waiting = conn.execute(
+            sa.select(held)
+            .where(
+                (held.c.projection == name)
+                & (held.c.generation == gen.number)
+                & (held.c.community == community)
+            )
+            .order_by(held.c.seq)
+            .limit(RELEASE_CHUNK + 1)
+        ).all()
+        failed: tuple[int, str] | None = None
+        done: list[int] = []
+        for event in waiting[:RELEASE_CHUNK]:
+            outcome, error = _retry_one(self, conn, gen, event)
+            if outcome == "failed":
+                assert error is not None
+                failed = (int(event.seq), f"{type(error).__name__}: {error}")
+                message = RawMessage(
+                    int(event.seq),
+                    event.subject,
+                    bytes(event.raw),
+                    _time_ns(event.first_seen),
+                )
+                conn.execute(
+                    dead_letters.insert(),
+                    [self._letter(gen, int(row.partition), message, "fold", error)],
+                )
+                decoded = self.codec.decode(message.data)
+                conn.execute(
+                    parked.update()
+                    .where(key)
+                    .values(
+                        first_seq=event.seq,
+                        error_class=type(error).__name__,
+                        error_message=str(error),
+                        since=event.first_seen,
+                        occurred_at=decoded.occurred_at,
+                    )
+                )
+                done.append(int(event.seq))
+                break
+            done.append(int(event.seq))
+            (applied if outcome == "applied" else duplicates).append(int(event.seq))
+        if done:
+            conn.execute(
+                held.delete().where(
+                    (held.c.projection == name)
+                    & (held.c.generation == gen.number)
+                    & held.c.seq.in_(done)
+                )
+            )
+        conn.execute(
+            checkpoints.update()
+            .where(point)
+            .values(
+                duplicates=checkpoints.c.duplicates
+                + sum(1 for s in duplicates if s != row.first_seq),
+                dead_letters=checkpoints.c.dead_letters + (1 if failed else 0),
+            )
+        )
+        if failed is not None:
+            conn.execute(parked.update().where(key).values(held=parked.c.held - len(done)))
+            return ReleaseOutcome(community, applied, duplicates, skipped, *failed), False
+        if len(waiting) > RELEASE_CHUNK:
+            conn.execute(parked.update().where(key).values(held=parked.c.held - len(done)))
+            return ReleaseOutcome(community, applied, duplicates, skipped, None, None), True
+        conn.execute(parked.delete().where(key))
+        return ReleaseOutcome(community, applied, duplicates, skipped, None, None), False
+
     def _letter(
         self,
         gen: Generation,
@@ -582,7 +858,7 @@ class ProjectionStore:
             "kind": kind,
             "error_class": type(error).__name__,
             "error_message": str(error),
-            "first_seen": datetime.fromtimestamp(message.timestamp_ns / 1e9, UTC),
+            "first_seen": _stream_time(message),
         }
 
     def _record_seen(
@@ -712,6 +988,129 @@ class ProjectionStore:
                     raise
                 parked.append((delivered.seq, error))
         return parked
+
+    def _fold_in_order(
+        self, conn: Connection, gen: Generation, batch: list[Delivered]
+    ) -> tuple[list[tuple[int, BaseException]], list[Delivered]]:
+        """Fold ``batch`` keeping each community's order: (poison events, events held back).
+
+        The first event the fold raises on (found one event at a time) parks its community; that
+        community's later events are held, and the rest of the batch is folded again as a whole.
+        """
+        poison: list[tuple[int, BaseException]] = []
+        holding: list[Delivered] = []
+        stopped: set[str] = set()
+        pending = batch
+        while pending:
+            go = [d for d in pending if d.event.community not in stopped]
+            holding.extend(d for d in pending if d.event.community in stopped)
+            pending = []
+            try:
+                with conn.begin_nested():
+                    self._fold_and_write(conn, gen, go)
+                break
+            except Exception as error:
+                if not _projection_fault(error):
+                    raise
+            for i, delivered in enumerate(go):
+                try:
+                    with conn.begin_nested():
+                        self._fold_and_write(conn, gen, [delivered])
+                except Exception as error:
+                    if not _projection_fault(error):
+                        raise
+                    poison.append((delivered.seq, error))
+                    stopped.add(delivered.event.community)
+                    pending = go[i + 1 :]
+                    break
+        holding.sort(key=operator.attrgetter("seq"))
+        return poison, holding
+
+    def _parked_now(
+        self, conn: Connection, gen: Generation, partition: int, last: int
+    ) -> dict[str, Parked]:
+        """The partition's parked communities: none (no query) if none since ``last``."""
+        if self._none_parked.get((gen.number, partition)) == last:
+            return {}
+        rows = conn.execute(
+            sa.select(parked.c.community, parked.c.first_seq, parked.c.held).where(
+                (parked.c.projection == self.projection.name)
+                & (parked.c.generation == gen.number)
+                & (parked.c.partition == partition)
+            )
+        ).all()
+        return {r.community: Parked(r.community, int(r.first_seq), int(r.held)) for r in rows}
+
+    def _park_and_hold(
+        self,
+        conn: Connection,
+        gen: Generation,
+        partition: int,
+        messages: Sequence[RawMessage],
+        waiting: Mapping[str, Parked],
+        poison: list[tuple[int, BaseException]],
+        fresh: list[Delivered],
+        holding: list[Delivered],
+    ) -> tuple[Parked, ...]:
+        """Park the communities of ``poison`` events, store ``holding``; the parked after that."""
+        by_seq = {m.seq: m for m in messages}
+        events = {d.seq: d.event for d in fresh}
+        state = dict(waiting)
+        rows: list[dict[str, Any]] = []
+        for seq, error in poison:
+            event = events[seq]
+            rows.append(
+                {
+                    "projection": self.projection.name,
+                    "generation": gen.number,
+                    "community": event.community,
+                    "partition": partition,
+                    "first_seq": seq,
+                    "error_class": type(error).__name__,
+                    "error_message": str(error),
+                    "since": _stream_time(by_seq[seq]),
+                    "occurred_at": event.occurred_at,
+                    "held": 0,
+                }
+            )
+            state[event.community] = Parked(event.community, seq, 0)
+        if rows:
+            conn.execute(parked.insert(), rows)
+        if holding:
+            holding = sorted(holding, key=operator.attrgetter("seq"))
+            conn.execute(
+                held.insert(),
+                [
+                    {
+                        "projection": self.projection.name,
+                        "generation": gen.number,
+                        "seq": d.seq,
+                        "partition": partition,
+                        "community": d.event.community,
+                        "subject": by_seq[d.seq].subject,
+                        "raw": by_seq[d.seq].data,
+                        "first_seen": _stream_time(by_seq[d.seq]),
+                    }
+                    for d in holding
+                ],
+            )
+            added: dict[str, int] = {}
+            for d in holding:
+                added[d.event.community] = added.get(d.event.community, 0) + 1
+            conn.execute(
+                parked.update()
+                .where(
+                    (parked.c.projection == self.projection.name)
+                    & (parked.c.generation == gen.number)
+                    & (parked.c.community == sa.bindparam("b_community"))
+                )
+                .values(held=parked.c.held + sa.bindparam("b_added")),
+                [{"b_community": c, "b_added": n} for c, n in added.items()],
+            )
+            for community, n in added.items():
+                p = state[community]
+                state[community] = Parked(community, p.first_seq, p.held + n)
+        return tuple(state[c] for c in sorted(state))
 
     def _load(
         self,
@@ -1002,6 +1401,29 @@ def _params(spec: TableSpec, change: RowChange) -> dict[str, Any]:
     params.update(change.least)
     params.update(change.greatest)
     return params
+
+
+def _time_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch of a stored timestamp (SQLite returns it naive, in UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND * 1000
+
+
+def _stream_time(message: RawMessage) -> datetime:
+    """A message's stream timestamp: fixed when it was stored, the same on every replay."""
+    return datetime.fromtimestamp(message.timestamp_ns / 1e9, UTC)
+
+
+def _split_held(
+    decoded: list[Delivered], waiting: Mapping[str, Parked]
+) -> tuple[list[Delivered], list[Delivered]]:
+    """(events to fold, events of parked communities to hold back), each in stream order."""
+    go: list[Delivered] = []
+    hold: list[Delivered] = []
+    for d in decoded:
+        (hold if d.event.community in waiting else go).append(d)
+    return go, hold
 
 
 def _projection_fault(error: Exception) -> bool:
