@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from projections.database import reader
 from projections.errors import ProjectionError
-from projections.infra import checkpoints, dead_letters, generations
+from projections.infra import checkpoints, dead_letters, generations, parked
 from projections.infra import status as status_table
 
 
@@ -156,3 +157,51 @@ def dead_letter(engine: Engine, projection: str, seq: int) -> sa.Row[tuple[objec
     if row is None:
         raise ProjectionError(f"no dead letter of {projection} at seq {seq}")
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRow:
+    """A parked community: its events wait behind a poison event (see docs/operations.md)."""
+
+    projection: str
+    generation: int
+    partition: int
+    community: str
+    first_seq: int
+    """The poison event's stream sequence (a dead letter of kind ``fold``)."""
+    error: str
+    since: datetime
+    """The poison message's stream timestamp."""
+    occurred_at: datetime
+    """The poison event's event time: the community's figures stop there."""
+    held: int
+    """Later events of the community held back, in order."""
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parked_rows(engine: Engine, projection: str | None = None) -> list[ParkedRow]:
+    """Every parked community of every generation, by projection, generation and community."""
+    query = sa.select(parked).order_by(parked.c.projection, parked.c.generation, parked.c.community)
+    if projection is not None:
+        query = query.where(parked.c.projection == projection)
+    with reader(engine).connect() as conn:
+        if not sa.inspect(conn).has_table(parked.name):
+            return []
+        rows = conn.execute(query).all()
+    return [
+        ParkedRow(
+            projection=r.projection,
+            generation=r.generation,
+            partition=r.partition,
+            community=r.community,
+            first_seq=int(r.first_seq),
+            error=f"{r.error_class}: {r.error_message}",
+            since=_utc(r.since),
+            occurred_at=_utc(r.occurred_at),
+            held=int(r.held),
+        )
+        for r in rows
+    ]
