@@ -48,6 +48,7 @@ from agora.logs import configure_logging
 from agora.registry import UnknownProjection, get_projection, known_names
 from agora.stack import Stack, StreamStateView, StreamStatus
 from agora.workers import (
+    LIVE_STATES,
     STALE_AFTER,
     BuildOutcome,
     BuildState,
@@ -70,8 +71,15 @@ from events.errors import EventError
 from events.publisher import Publisher, PublishResult, PublishStatus
 from events.schema import event_schemas, union_schema
 from events.subjects import STREAM
-from projections.status import PartitionStatus, dead_letter, dead_letter_rows, read_status
-from projections.store import GenerationRow, NotCaughtUp, ProjectionStore
+from projections.status import (
+    ParkedRow,
+    PartitionStatus,
+    dead_letter,
+    dead_letter_rows,
+    parked_rows,
+    read_status,
+)
+from projections.store import GenerationRow, NotCaughtUp, ProjectionStore, ReleaseOutcome
 from projections.supervisor import start_generation
 
 if TYPE_CHECKING:
@@ -878,7 +886,11 @@ def serve(
 
 
 def _status_document(
-    head: int | None, rows: list[StatusRow], nats_error: str | None, idle: list[str]
+    head: int | None,
+    rows: list[StatusRow],
+    nats_error: str | None,
+    idle: list[str],
+    parked: Sequence[ParkedRow] = (),
 ) -> dict[str, Any]:
     stream: dict[str, Any] = {"name": STREAM, "last_seq": head}
     if nats_error is not None:
@@ -889,8 +901,31 @@ def _status_document(
         "partitions": rows,
         "not_started": idle,
         "paused": paused,
-        "ok": not paused and nats_error is None,
+        "parked": [_parked_fields(p) for p in parked],
+        "ok": not paused and not parked and nats_error is None,
     }
+
+
+def _parked_fields(row: ParkedRow) -> dict[str, Any]:
+    return {
+        "projection": row.projection,
+        "generation": row.generation,
+        "partition": row.partition,
+        "community": row.community,
+        "first_seq": row.first_seq,
+        "error": row.error,
+        "since": row.since.isoformat().replace("+00:00", "Z"),
+        "occurred_at": row.occurred_at.isoformat().replace("+00:00", "Z"),
+        "held": row.held,
+    }
+
+
+def _live_parked(engine: Engine, rows: list[StatusRow], projection: str | None) -> list[ParkedRow]:
+    """Parked communities of active or building generations."""
+    live = {(r.projection, r.generation) for r in rows if r.generation_state in LIVE_STATES}
+    with translate("cannot read parked communities"):
+        found = parked_rows(engine, projection)
+    return [p for p in found if (p.projection, p.generation) in live]
 
 
 def _worker_cell(row: StatusRow) -> str:
@@ -915,8 +950,10 @@ def status(
     """Show each projection partition: generation, checkpoint, lag, rate, worker, dead letters.
 
     Lag is in events (stream last seq - checkpoint) and in seconds (the age of the oldest event
-    not applied). Exit 1 when a partition of an active or building generation is paused by a
-    fold error, or when NATS cannot be reached (the database part is still shown).
+    not applied). Parked communities (a poison event holds back that community's later events,
+    the others go on) are listed with the failing sequence and the error. Exit 1 when a partition
+    of an active or building generation is paused by a fold error or has a parked community, or
+    when NATS cannot be reached (the database part is still shown).
     """
     settings = _settings(ctx)
     if projection is not None:
@@ -924,15 +961,24 @@ def status(
     engine = _open_engine(settings)
     try:
         head, rows, nats_error = _run(projection_status(settings, engine, projection))
+        with _errors():
+            parked = _live_parked(engine, rows, projection)
     finally:
         engine.dispose()
     started = {r.projection for r in rows}
     idle = [n for n in ([projection] if projection else known_names()) if n not in started]
-    document = _status_document(head, rows, nats_error, idle)
+    document = _status_document(head, rows, nats_error, idle, parked)
     if as_json:
         _json(document)
     else:
         _print_status(head, rows, idle)
+        for p in parked:
+            out.print(
+                f"{p.projection} g{p.generation} p{p.partition}: community {p.community} parked "
+                f"at seq {p.first_seq} (event time {_parked_fields(p)['occurred_at']}), "
+                f"{p.held:,} later events held: {p.error}",
+                soft_wrap=True,
+            )
     if nats_error is not None:
         typer.echo(f"error: stream lag unknown: {nats_error}", err=True)
     for row in rows:
@@ -941,6 +987,13 @@ def status(
                 f"{row.projection} g{row.generation} p{row.partition} is paused: {row.error}",
                 err=True,
             )
+    for p in parked:
+        typer.echo(
+            f"{p.projection} g{p.generation}: community {p.community} is parked at seq "
+            f"{p.first_seq}: {p.error} (after a fix: agora dlq retry {p.projection} "
+            f"--community {p.community})",
+            err=True,
+        )
     if not document["ok"]:
         raise typer.Exit(EXIT_FAILURE)
 
@@ -1461,6 +1514,78 @@ def dlq_show(
     _wide().print(table)
 
 
+def _release(
+    ctx: typer.Context, projection: str, community: str, skip_reason: str | None, as_json: bool
+) -> None:
+    """Retry or skip a parked community of the active generation; print; exit 1 if it fails."""
+    settings = _settings(ctx)
+    _check_names([projection])
+    engine = _open_engine(settings)
+    try:
+        with _errors():
+            store = store_of(engine, projection)
+            with translate(f"cannot release {community} of {projection}"):
+                active = store.active()
+                if active is None:
+                    raise EngineError(f"{projection} has no active generation")
+                if community not in store.parked_communities(active):
+                    raise UsageError(f"{community} is not parked in {projection} g{active}")
+                outcome: ReleaseOutcome = store.retry_community(
+                    active, community, skip_reason=skip_reason
+                )
+    finally:
+        engine.dispose()
+    if as_json:
+        _json(
+            {
+                "projection": projection,
+                "generation": active,
+                "community": community,
+                "skipped": outcome.skipped,
+                "applied": outcome.applied,
+                "duplicates": outcome.duplicates,
+                "released": outcome.failed_seq is None,
+                "failed": None
+                if outcome.failed_seq is None
+                else {"seq": outcome.failed_seq, "error": outcome.error},
+            }
+        )
+    else:
+        skipped = f"skipped seq {outcome.skipped}, " if outcome.skipped is not None else ""
+        out.print(
+            f"{projection} g{active} community {community}: {skipped}applied "
+            f"{len(outcome.applied)}, duplicates {len(outcome.duplicates)}, "
+            + ("released" if outcome.failed_seq is None else "still parked"),
+            soft_wrap=True,
+        )
+    if outcome.failed_seq is not None:
+        typer.echo(
+            f"{community} is parked again at seq {outcome.failed_seq}: {outcome.error}", err=True
+        )
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@dlq_app.command("skip")
+def dlq_skip(
+    ctx: typer.Context,
+    projection: ProjectionArg,
+    community: Annotated[str, typer.Argument(metavar="COMMUNITY", help="A parked community.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the poison event may be skipped (recorded).")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Skip a parked community's poison event and release its held events, in order.
+
+    The poison event stays a dead letter, of kind ``skipped``, with the reason in its error
+    message (``dlq retry --seq`` can still apply it later). If a held event fails, the
+    community is parked again at it (exit 1).
+    """
+    if not reason.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--reason")
+    _release(ctx, projection, community, reason, as_json)
+
+
 @dlq_app.command("retry")
 def dlq_retry(
     ctx: typer.Context,
@@ -1469,13 +1594,27 @@ def dlq_retry(
         list[int] | None,
         typer.Option("--seq", min=1, help="Retry only this letter (repeatable); default: all."),
     ] = None,
+    community: Annotated[
+        str | None,
+        typer.Option(
+            "--community",
+            help="Replay this parked community from its poison event, in order, then release it.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Re-apply the active generation's dead letters after a fix; exit 1 if any still fails.
 
     Applied letters and those whose event was applied meanwhile (duplicates) are removed; a
-    letter that fails again stays, with its new error.
+    letter that fails again stays, with its new error. A parked community's poison event is
+    replayed with its held events, in order; with ``--community`` only that community is, and a
+    failure parks it again at the failing event.
     """
+    if community is not None:
+        if seqs:
+            raise typer.BadParameter("--seq and --community exclude each other")
+        _release(ctx, projection, community, None, as_json)
+        return
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client
@@ -45,6 +46,8 @@ from agora.embedded import EmbeddedNats, free_port
 from agora.workers import lag_age, seq_at_time
 from events import Event
 from events.publisher import Publisher, PublishStatus
+from projections.api import Delivered
+from projections.changes import Changes
 from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.infra import status as status_table
@@ -626,3 +629,71 @@ async def test_engine_a_build_ends_when_its_generation_is_dropped(
         stop.set()
         lock.release()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class _Breakable(EventCounts):
+    """EventCounts whose fold raises on events of the actor ``poison`` (the bug)."""
+
+    def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
+        for delivered in batch:
+            if delivered.event.actor == "poison":
+                raise RuntimeError(f"cannot fold the event at seq {delivered.seq}")
+        super().fold(batch, changes)
+
+
+async def test_status_shows_parked_communities_and_dlq_retries_or_skips_them(
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    nc: Client,
+    js: JetStreamContext,
+    sqlite_url: str,
+    engine_of: Any,
+) -> None:
+    """Failed before: status had no parked communities, dlq had no --community nor skip."""
+    cli = cli_env(nats_server.url, tmp_path, sqlite_url)
+    engine = engine_of(sqlite_url)
+    events = make_events(60, communities=3, seed=52)
+    poison = {
+        c: next(i for i, e in enumerate(events) if e.community == c and i > 10)
+        for c in ("c1", "c2")
+    }
+    for i in poison.values():
+        events[i] = msgspec.structs.replace(events[i], actor="poison")
+    pairs = await publish_events(nc, events)
+    seq_of = {c: pairs[i][0] for c, i in poison.items()}
+    store = ProjectionStore(engine, _Breakable())
+    store.ensure(1)
+    store.activate(1)
+    await asyncio.wait_for(
+        Worker(js, store, generation=1, settings=FAST).run(until_seq=pairs[-1][0]), 60
+    )
+
+    document = await cli.status(code=1)
+    assert document["ok"] is False
+    parked = {p["community"]: p for p in document["parked"]}
+    assert {c: p["first_seq"] for c, p in parked.items()} == seq_of
+    assert parked["c1"]["error"] == f"RuntimeError: cannot fold the event at seq {seq_of['c1']}"
+    assert parked["c1"]["held"] == sum(
+        1 for s, e in pairs if e.community == "c1" and s > seq_of["c1"]
+    )
+    human = await cli("status")
+    assert human.code == 1
+    assert f"{NAME} g1: community c1 is parked at seq {seq_of['c1']}: RuntimeError" in human.stderr
+    assert f"community c2 parked at seq {seq_of['c2']}" in human.stdout
+
+    skipped = await cli("dlq", "skip", NAME, "c2", "--reason", "known bad import", "--json")
+    assert skipped.code == 0, skipped.stderr
+    assert skipped.json()["skipped"] == seq_of["c2"] and skipped.json()["released"] is True
+    # The worker in the CLI is the real EventCounts: the fix is deployed.
+    retried = await cli("dlq", "retry", NAME, "--community", "c1", "--json")
+    assert retried.code == 0, retried.stderr
+    assert retried.json()["applied"][0] == seq_of["c1"] and retried.json()["released"] is True
+    again = await cli("dlq", "retry", NAME, "--community", "c1")
+    assert again.code == 2 and "c1 is not parked" in again.stderr
+
+    document = await cli.status()
+    assert document["ok"] is True and document["parked"] == []
+    letters = (await cli("dlq", "list", NAME, "--json")).json()["dead_letters"]
+    assert [(x["seq"], x["kind"]) for x in letters] == [(seq_of["c2"], "skipped")]
+    assert "known bad import" in letters[0]["error_message"]
+    assert counts(engine, "event_counts") == oracle(p for p in pairs if p[0] != seq_of["c2"])
