@@ -337,3 +337,8 @@ def crisis(snap: Snapshot, community: str, hours: int) -> models.CrisisView:
         alerts=[p for p in points if p.alert],
         hours=points,
     )
+
+
+def held_figures(snap: Snapshot, community: str) -> list[queries.HeldRow]:
+    """The projections whose figures for ``community`` are held at a poison event."""
+    return queries.held_figures(snap.conn, community, snap.names)

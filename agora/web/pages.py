@@ -93,10 +93,11 @@ def _page(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
+    held = read(request, lambda s: data.held_figures(s, community)) if community else []
     return TEMPLATES.TemplateResponse(
         request,
         template,
-        {"community": community, "page": page, "nav": NAV, **context},
+        {"community": community, "page": page, "nav": NAV, "held": held, **context},
         status_code=status_code,
     )
 

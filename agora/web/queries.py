@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from projections.api import Projection, TableNamer
 from projections.counts import EventCounts
 from projections.engagement.tables import STABLE as ENGAGEMENT
+from projections.infra import generations, parked
 from projections.moderation.queries import STABLE as MODERATION
 from projections.reputation import RULE_SETS, projection_for, projection_name
 
@@ -277,3 +278,44 @@ def pending_reasons(
         if (kind, target) in wanted:
             out.setdefault((kind, target), {})[str(reason)] = int(count)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRow:
+    """A projection whose figures for a community stop at a poison event (a parked community)."""
+
+    projection: str
+    first_seq: int
+    occurred_at: datetime
+    error: str
+
+
+def held_figures(conn: Connection, community: str, names: frozenset[str]) -> list[HeldRow]:
+    """The active projections in which ``community`` is parked, by projection name."""
+    if parked.name not in names or generations.name not in names:
+        return []
+    rows = conn.execute(
+        sa.select(
+            parked.c.projection,
+            parked.c.first_seq,
+            parked.c.occurred_at,
+            parked.c.error_class,
+            parked.c.error_message,
+        )
+        .join(
+            generations,
+            (generations.c.projection == parked.c.projection)
+            & (generations.c.generation == parked.c.generation),
+        )
+        .where(parked.c.community == community, generations.c.state == "active")
+        .order_by(parked.c.projection)
+    ).all()
+    return [
+        HeldRow(
+            r.projection,
+            int(r.first_seq),
+            r.occurred_at if r.occurred_at.tzinfo else r.occurred_at.replace(tzinfo=UTC),
+            f"{r.error_class}: {r.error_message}",
+        )
+        for r in rows
+    ]

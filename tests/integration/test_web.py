@@ -44,6 +44,7 @@ from events import (
 )
 from events.subjects import subject_of
 from projections.database import create_engine
+from projections.infra import parked as parked_table
 from projections.store import FoldPolicy, ProjectionStore, RawMessage
 
 BEER = Path("/work/shared/data/stackexchange-beer")
@@ -690,3 +691,35 @@ async def test_the_beer_history_renders(tmp_path: Path) -> None:
         assert member.status_code == 200 and text_of(member.text, "score") == str(top[1])
         retention = (await client.get("/api/communities/beer/retention")).json()
         assert retention["cohorts"] and retention["cohorts"][0]["members"] > 0
+
+
+async def test_a_parked_community_shows_that_its_figures_are_held(site: Site) -> None:
+    """Failed before: the pages said nothing of a community parked at a poison event."""
+    assert 'data-testid="held"' not in await site.page(f"/c/{TOWN}")
+    since = datetime(2026, 3, 3, 12, 30, tzinfo=UTC)
+    row = {
+        "projection": "event_counts",
+        "generation": 1,
+        "community": TOWN,
+        "partition": 0,
+        "first_seq": 17,
+        "error_class": "RuntimeError",
+        "error_message": "boom",
+        "since": since,
+        "occurred_at": since,
+        "held": 4,
+    }
+    with site.engine.begin() as conn:
+        conn.execute(parked_table.insert(), [row])
+    try:
+        overview = await site.page(f"/c/{TOWN}")
+        note = re.search(r'data-testid="held">(.*?)</p>', overview, re.S)
+        assert note is not None
+        text = " ".join(re.sub(r"<[^>]+>", "", note.group(1)).split())
+        assert text.startswith("Figures of event_counts for this community are held since")
+        assert "2026-03-03 12:30 UTC" in text and "stream sequence 17" in text
+        assert "RuntimeError: boom" in text
+        assert 'data-testid="held"' not in await site.page("/c/quiet")
+    finally:
+        with site.engine.begin() as conn:
+            conn.execute(parked_table.delete())
