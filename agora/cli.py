@@ -1,9 +1,10 @@
 """The ``agora`` command line.
 
 Exit codes: 0 ok; 1 operational failure (NATS or the database unreachable, events failed or
-invalid, a paused projection partition in ``status``, a refused ``activate``/``drop``, an
-interrupted build, dead letters still failing...); 2 usage or configuration error (a malformed
-``AGORA_*`` variable, a bad option, an unknown projection); 3 the stream exists with another
+invalid, a paused projection partition or a parked community in ``status``, a refused
+``activate``/``drop``, an interrupted build, dead letters still failing or a community parked
+again...); 2 usage or configuration error (a malformed ``AGORA_*`` variable, a bad option, an
+unknown projection, a community that is not parked); 3 the stream exists with another
 configuration (nothing was changed; every difference is printed).
 
 Human output goes to stdout, errors to stderr, logs (structlog) to stderr; ``--json`` puts one
