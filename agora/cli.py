@@ -1516,9 +1516,14 @@ def dlq_show(
 
 
 def _release(
-    ctx: typer.Context, projection: str, community: str, skip_reason: str | None, as_json: bool
+    ctx: typer.Context,
+    projection: str,
+    community: str,
+    skip_reason: str | None,
+    as_json: bool,
+    generation: int | None = None,
 ) -> None:
-    """Retry or skip a parked community of the active generation; print; exit 1 if it fails."""
+    """Retry or skip a parked community (by default of the active generation); exit 1 on failure."""
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)
@@ -1526,7 +1531,7 @@ def _release(
         with _errors():
             store = store_of(engine, projection)
             with translate(f"cannot release {community} of {projection}"):
-                active = store.active()
+                active = generation if generation is not None else store.active()
                 if active is None:
                     raise EngineError(f"{projection} has no active generation")
                 if community not in store.parked_communities(active):
@@ -1566,6 +1571,16 @@ def _release(
         raise typer.Exit(EXIT_FAILURE)
 
 
+GenerationOption = Annotated[
+    int | None,
+    typer.Option(
+        "--generation",
+        min=1,
+        help="With --community: a generation being built (default: the active one).",
+    ),
+]
+
+
 @dlq_app.command("skip")
 def dlq_skip(
     ctx: typer.Context,
@@ -1574,6 +1589,7 @@ def dlq_skip(
     reason: Annotated[
         str, typer.Option("--reason", help="Why the poison event may be skipped (recorded).")
     ],
+    generation: GenerationOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Skip a parked community's poison event and release its held events, in order.
@@ -1584,7 +1600,7 @@ def dlq_skip(
     """
     if not reason.strip():
         raise typer.BadParameter("must not be empty", param_hint="--reason")
-    _release(ctx, projection, community, reason, as_json)
+    _release(ctx, projection, community, reason, as_json, generation)
 
 
 @dlq_app.command("retry")
@@ -1602,6 +1618,7 @@ def dlq_retry(
             help="Replay this parked community from its poison event, in order, then release it.",
         ),
     ] = None,
+    generation: GenerationOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Re-apply the active generation's dead letters after a fix; exit 1 if any still fails.
@@ -1614,8 +1631,10 @@ def dlq_retry(
     if community is not None:
         if seqs:
             raise typer.BadParameter("--seq and --community exclude each other")
-        _release(ctx, projection, community, None, as_json)
+        _release(ctx, projection, community, None, as_json, generation)
         return
+    if generation is not None:
+        raise typer.BadParameter("--generation goes with --community")
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)

@@ -37,7 +37,7 @@ from events.subjects import STREAM
 from projections.database import create_engine
 from projections.errors import ProjectionError
 from projections.runner import Worker, WorkerSettings
-from projections.status import PartitionStatus, read_status
+from projections.status import ParkedRow, PartitionStatus, parked_rows, read_status
 from projections.store import GenerationRow, ProjectionStore
 from projections.supervisor import Supervisor, build_and_swap
 
@@ -320,6 +320,10 @@ def generation_row(store: ProjectionStore, number: int) -> GenerationRow | None:
     return next((r for r in store.generations() if r.generation == number), None)
 
 
+def _parked_in(engine: Engine, projection: str, number: int) -> list[ParkedRow]:
+    return [r for r in parked_rows(engine, projection) if r.generation == number]
+
+
 def _paused_since(
     engine: Engine, projection: str, number: int, since: datetime
 ) -> list[PartitionStatus]:
@@ -432,6 +436,13 @@ async def build_generation(
                     raise BuildPaused(
                         f"{name} g{number} p{first.partition} paused at checkpoint "
                         f"{first.checkpoint}: {first.error}"
+                    )
+                stuck = await asyncio.to_thread(_parked_in, store.engine, name, number)
+                if stuck:
+                    raise BuildPaused(
+                        f"{name} g{number}: community {stuck[0].community} parked at seq "
+                        f"{stuck[0].first_seq}: {stuck[0].error} (agora dlq retry {name} "
+                        f"--community {stuck[0].community} --generation {number})"
                     )
                 for task in tasks:
                     if task.done() and not task.cancelled():

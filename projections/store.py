@@ -357,7 +357,8 @@ class ProjectionStore:
         The previously active generation becomes ``retired`` (kept for rollback until dropped).
         With ``require_caught_up``, refuse while ``number`` is behind the active generation.
         With ``only_building``, refuse (:class:`NotBuilding`) unless ``number`` is still
-        ``building``: a build must not undo a swap or a rollback made meanwhile.
+        ``building``: a build must not undo a swap or a rollback made meanwhile; and refuse
+        (:class:`NotCaughtUp`) while a community of ``number`` is parked.
         """
         gen = self.generation(number)
         name = self.projection.name
@@ -373,6 +374,8 @@ class ProjectionStore:
                     raise ProjectionError(f"{name} has no generation {number} to activate")
                 if only_building and states[number] != "building":
                     raise NotBuilding(f"{name} g{number} is {states[number]}, not building")
+                if only_building:
+                    self._refuse_parked(conn, number)
                 current = next((g for g, st in states.items() if st == "active"), None)
                 if require_caught_up and current is not None and current != number:
                     mine = self._checkpoints(conn, number)
@@ -403,6 +406,20 @@ class ProjectionStore:
                 )
         except sa.exc.SQLAlchemyError as error:
             raise DatabaseError(f"cannot activate {name} g{number}: {error}") from error
+
+    def _refuse_parked(self, conn: Connection, number: int) -> None:
+        """A build is not swapped in while a community of it is parked (its figures stop)."""
+        first = conn.execute(
+            sa.select(parked.c.community, parked.c.first_seq)
+            .where((parked.c.projection == self.projection.name) & (parked.c.generation == number))
+            .order_by(parked.c.first_seq)
+            .limit(1)
+        ).first()
+        if first is not None:
+            raise NotCaughtUp(
+                f"{self.projection.name} g{number} has a parked community: {first.community} "
+                f"at seq {first.first_seq}"
+            )
 
     def _checkpoints(self, conn: Connection, number: int) -> list[int]:
         rows = conn.execute(

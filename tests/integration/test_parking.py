@@ -49,7 +49,7 @@ from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.runner import Worker, WorkerSettings
 from projections.status import parked_rows
-from projections.store import FoldPolicy, ProjectionStore, RawMessage
+from projections.store import FoldPolicy, NotCaughtUp, ProjectionStore, RawMessage
 
 FAST = WorkerSettings(
     stall_timeout=2.0, idle_heartbeat=0.5, status_interval=0.2, lock_poll=0.1, db_retry=0.2
@@ -286,3 +286,22 @@ def test_skipping_the_poison_event_releases_the_held_events_in_order(
     # A skipped letter is retried only when named.
     assert store.retry_dead_letters(1).applied == []
     assert letters(engine)[0][1] == "skipped"
+
+
+def test_a_build_with_a_parked_community_is_not_swapped_in_until_it_is_released(
+    sqlite_engine: sa.Engine,
+) -> None:
+    """Failed before: a build swapped in whatever its fold had parked."""
+    engine = sqlite_engine
+    batch = [joined(s, f"c{s % 2}") for s in range(1, 9)]
+    batch[4] = joined(5, "c1", "poison")
+    projection = Breakable("poison")
+    store = ProjectionStore(engine, projection)
+    store.ensure(1)
+    store.apply(1, 0, 0, batch, FoldPolicy.HOLD)
+    with pytest.raises(NotCaughtUp, match="parked community: c1 at seq 5"):
+        store.activate(1, only_building=True)
+    projection.broken.clear()
+    assert store.retry_community(1, "c1").failed_seq is None
+    store.activate(1, only_building=True)
+    assert store.active() == 1 and counts(engine, "event_counts") == oracle(pairs_of(batch))
