@@ -251,10 +251,11 @@ async def test_a_fold_error_pauses_the_partition_before_the_bad_batch(
     projection = Flaky()
     store = ProjectionStore(engine, projection)
     store.ensure(1)
-    await run_until(Worker(js, store, generation=1, settings=FAST), 100)
+    pause = dataclasses.replace(FAST, fold_policy=FoldPolicy.PAUSE)  # not the default (hold)
+    await run_until(Worker(js, store, generation=1, settings=pause), 100)
     seqs += await publish(js, wires(events[100:]))
 
-    worker = Worker(js, store, generation=1, settings=FAST)
+    worker = Worker(js, store, generation=1, settings=pause)
     stop, task = start(running, worker)
 
     def paused() -> bool:
@@ -275,7 +276,7 @@ async def test_a_fold_error_pauses_the_partition_before_the_bad_batch(
     assert after.worker_state == "paused" and after.error == status.error
 
     projection.broken = False  # the fix is deployed
-    await run_until(Worker(js, store, generation=1, settings=FAST), 200)
+    await run_until(Worker(js, store, generation=1, settings=pause), 200)
     assert counts(engine) == oracle(zip(seqs, events, strict=True))
     fixed = read_status(engine, "event_counts")[0]
     assert fixed.worker_state == "stopped" and fixed.error is None
