@@ -1049,14 +1049,24 @@ class ProjectionStore:
         """The partition's parked communities: none (no query) if none since ``last``."""
         if self._none_parked.get((gen.number, partition)) == last:
             return {}
-        rows = conn.execute(
-            sa.select(parked.c.community, parked.c.first_seq, parked.c.held).where(
-                (parked.c.projection == self.projection.name)
-                & (parked.c.generation == gen.number)
-                & (parked.c.partition == partition)
+        statement = self._statements.get(("parked",))
+        if statement is None:
+            # Compiled once: building the statement each batch cost more than running it.
+            statement = self._statements[("parked",)] = str(
+                sa.select(parked.c.community, parked.c.first_seq, parked.c.held)
+                .where(
+                    (parked.c.projection == sa.bindparam("p"))
+                    & (parked.c.generation == sa.bindparam("g"))
+                    & (parked.c.partition == sa.bindparam("n"))
+                )
+                .compile(dialect=conn.dialect)
             )
-        ).all()
-        return {r.community: Parked(r.community, int(r.first_seq), int(r.held)) for r in rows}
+        if self.dialect == "sqlite":  # positional: ? ? ?
+            params: Any = (self.projection.name, gen.number, partition)
+        else:
+            params = {"p": self.projection.name, "g": gen.number, "n": partition}
+        rows = conn.exec_driver_sql(statement, params).all()
+        return {c: Parked(c, int(first), int(n)) for c, first, n in rows}
 
     def _park_and_hold(
         self,
