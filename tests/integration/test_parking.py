@@ -134,8 +134,13 @@ async def test_a_poison_event_parks_its_community_and_the_others_complete(
         assert parking.error == f"RuntimeError: cannot fold the event at seq {poison_seq}"
         assert parking.occurred_at == events[poison_at].occurred_at
         assert [r[2] for r in sample(engine, "agora_held")] == held_seqs
+        # The worker sets its gauges just after the batch's commit: wait for them.
+        await wait_until(
+            lambda: gauge("agora_projection_held_events", "c1") == len(held_seqs),
+            10,
+            "the held-events gauge",
+        )
         assert gauge("agora_projection_parked_first_seq", "c1") == poison_seq
-        assert gauge("agora_projection_held_events", "c1") == len(held_seqs)
 
         # More traffic while parked: c1's is held, the rest applied, in later batches.
         more = make_events(300, communities=5, seed=15, tag="more")
@@ -167,7 +172,11 @@ async def test_a_poison_event_parks_its_community_and_the_others_complete(
         head = await stream_head(js)
         await wait_until(lambda: store.checkpoint(1) >= head, 60, "the last burst")
         assert counts(engine) == oracle(zip(seqs, events, strict=True))
-        assert gauge("agora_projection_parked_first_seq", "c1") is None
+        await wait_until(
+            lambda: gauge("agora_projection_parked_first_seq", "c1") is None,
+            10,
+            "the parked gauge to go",
+        )
         assert gauge("agora_projection_held_events", "c1") is None
     finally:
         stop.set()
