@@ -16,6 +16,11 @@ event, so the checkpoint never reaches the head and c0, c2, c3, c4 stall with c1
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +46,7 @@ from support.engine import (
     wires,
 )
 
+from agora.embedded import EmbeddedNats
 from events import CODEC, Event, MemberJoined, derived_event_id
 from events.subjects import subject_of
 from projections.api import Delivered
@@ -314,3 +320,80 @@ def test_a_build_with_a_parked_community_is_not_swapped_in_until_it_is_released(
     assert store.retry_community(1, "c1").failed_seq is None
     store.activate(1, only_building=True)
     assert store.active() == 1 and counts(engine, "event_counts") == oracle(pairs_of(batch))
+
+
+# -- crashes --------------------------------------------------------------------------------
+
+WORKER_PROC = Path(__file__).with_name("worker_proc.py")
+
+
+@pytest.mark.slow
+async def test_sigkill_while_parking_and_holding_loses_nothing_and_applies_nothing_twice(
+    nats_server: EmbeddedNats,
+    js: JetStreamContext,
+    two_databases: tuple[sa.Engine, sa.Engine],
+    tmp_path: Path,
+) -> None:
+    """A worker SIGKILLed at random checkpoints while it parks c3 and c7 and holds their events
+    ends, once released, identical to a clean replay: parking, holding and the checkpoint
+    commit together."""
+    engine, clean = two_databases
+    total = 20_000
+    events = make_events(total, communities=10, seed=17)
+    for community in ("c3", "c7"):
+        at = [i for i, e in enumerate(events) if e.community == community][300]
+        events[at] = msgspec.structs.replace(events[at], actor="poison")
+    seqs = await publish(js, wires(events))
+    poison = {e.community: s for s, e in zip(seqs, events, strict=True) if e.actor == "poison"}
+    store = ProjectionStore(engine, Breakable("poison"))
+    store.ensure(1)
+    url = engine.url.render_as_string(hide_password=False)
+    log = (tmp_path / "workers.log").open("ab")
+    rng = random.Random(1407)
+
+    def child() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                *(sys.executable, str(WORKER_PROC), "--nats", nats_server.url, "--db", url),
+                *("--until", str(total), "--batch", "500", "--poison", "poison"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parents[2],
+        )
+
+    kills = 0
+    for _ in range(10):
+        before = store.checkpoint(1)
+        target = before + rng.randrange(200, 2_500)
+        process = child()
+        await wait_until(
+            lambda: store.checkpoint(1) >= target or process.poll() is not None,  # noqa: B023
+            60,
+            f"the checkpoint to pass {target}",
+            0.005,
+        )
+        if process.poll() is None:
+            kills += 1
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert kills >= 6, "most kills must hit a live worker"
+    last = child()
+    await wait_until(lambda: last.poll() is not None, 120, "the last worker to finish")
+    assert last.wait() == 0
+    log.close()
+
+    pairs = list(zip(seqs, events, strict=True))
+    stopped = [(s, e) for s, e in pairs if e.community not in poison or s < poison[e.community]]
+    assert counts(engine) == oracle(stopped)
+    assert {p.community: p.first_seq for p in parked_rows(engine)} == poison
+    expected_held = [s for s, e in pairs if e.community in poison and s > poison[e.community]]
+    assert [r[2] for r in sample(engine, "agora_held")] == expected_held
+
+    store.projection.broken.clear()  # type: ignore[attr-defined]
+    for community in poison:
+        assert store.retry_community(1, community).failed_seq is None
+    replay = ProjectionStore(clean, EventCounts())
+    replay.ensure(1)
+    await asyncio.wait_for(Worker(js, replay, generation=1, settings=FAST).run(until_seq=total), 90)
+    assert dump(engine) == dump(clean)

@@ -3,7 +3,8 @@
     python tests/integration/worker_proc.py --nats URL --db URL --until N [--partition P]
 
 It runs ``Worker(...).run(until_seq=N)`` for EventCounts on generation 1 (which the test has
-created) and exits 0 once the checkpoint is at N.
+created) and exits 0 once the checkpoint is at N. With ``--poison ACTOR`` the fold raises on
+that actor's events (a bug: the default policy parks their communities).
 """
 
 from __future__ import annotations
@@ -11,14 +12,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import nats
 import structlog
 
+from projections.api import Delivered
+from projections.changes import Changes
 from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.runner import Worker, WorkerSettings
 from projections.store import ProjectionStore
+
+
+class Poisoned(EventCounts):
+    """EventCounts whose fold raises on the events of one actor."""
+
+    def __init__(self, actor: str) -> None:
+        self.actor = actor
+
+    def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
+        for delivered in batch:
+            if delivered.event.actor == self.actor:
+                raise RuntimeError(f"cannot fold the event at seq {delivered.seq}")
+        super().fold(batch, changes)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -26,7 +43,7 @@ async def main(args: argparse.Namespace) -> int:
         args.nats, max_reconnect_attempts=-1, reconnect_time_wait=0.1, connect_timeout=2
     )
     engine = create_engine(args.db)
-    store = ProjectionStore(engine, EventCounts())
+    store = ProjectionStore(engine, Poisoned(args.poison) if args.poison else EventCounts())
     settings = WorkerSettings(
         max_events=args.batch,
         catchup_max_events=args.batch,
@@ -61,5 +78,6 @@ if __name__ == "__main__":
     parser.add_argument("--partition", type=int, default=0)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--poison", default=None)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     raise SystemExit(asyncio.run(main(parser.parse_args())))
