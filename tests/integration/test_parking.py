@@ -397,3 +397,23 @@ async def test_sigkill_while_parking_and_holding_loses_nothing_and_applies_nothi
     replay.ensure(1)
     await asyncio.wait_for(Worker(js, replay, generation=1, settings=FAST).run(until_seq=total), 90)
     assert dump(engine) == dump(clean)
+
+
+def test_retrying_all_dead_letters_releases_a_parked_community_in_order(
+    sqlite_engine: sa.Engine,
+) -> None:
+    """Failed before: retry applied the poison event after its community's later events."""
+    engine = sqlite_engine
+    batch = [joined(s, f"c{s % 2}") for s in range(1, 11)]
+    batch[2] = joined(3, "c1", "poison")
+    projection = Breakable("poison")
+    store = ProjectionStore(engine, projection)
+    store.ensure(1)
+    store.apply(1, 0, 0, batch, FoldPolicy.HOLD)
+    assert store.retry_dead_letters(1).failed == {3: "RuntimeError: cannot fold the event at seq 3"}
+    projection.broken.clear()
+    outcome = store.retry_dead_letters(1)
+    assert (outcome.applied, outcome.failed) == ([3], {})
+    assert parked_rows(engine) == [] and sample(engine, "agora_held") == []
+    assert counts(engine) == oracle(pairs_of(batch))
+    assert tuple(checkpoint_row(engine, "event_counts", 1)) == (10, 10, 0, 0)
