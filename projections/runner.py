@@ -317,6 +317,7 @@ class Worker:
             if not await self._acquire(stop):
                 return
             owner = True
+            await asyncio.to_thread(self.store.check_layout, self.generation)
             self.progress.applied_seq = await asyncio.to_thread(
                 self.store.checkpoint, self.generation, self.partition
             )
