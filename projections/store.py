@@ -873,23 +873,21 @@ class ProjectionStore:
                     bytes(event.raw),
                     _time_ns(event.first_seen),
                 )
-                if isinstance(error, ConflictingDuplicate):  # as the batch path: set aside
-                    conn.execute(
-                        dead_letters.insert(),
-                        [
-                            self._letter(
-                                gen, int(row.partition), message, "conflicting_duplicate", error
-                            )
-                        ],
-                    )
+                conflict = isinstance(error, ConflictingDuplicate)
+                aside = self._letter(
+                    gen,
+                    int(row.partition),
+                    message,
+                    "conflicting_duplicate" if conflict else "fold",
+                    error,
+                )
+                aside["first_seen"] = event.first_seen  # as stored, not converted twice
+                conn.execute(dead_letters.insert(), [aside])
+                done.append(int(event.seq))
+                if conflict:  # as the batch path: set aside, and go on
                     set_aside += 1
-                    done.append(int(event.seq))
                     continue
                 failed = (int(event.seq), f"{type(error).__name__}: {error}")
-                conn.execute(
-                    dead_letters.insert(),
-                    [self._letter(gen, int(row.partition), message, "fold", error)],
-                )
                 decoded = self.codec.decode(message.data)
                 conn.execute(
                     parked.update()
@@ -902,7 +900,6 @@ class ProjectionStore:
                         occurred_at=decoded.occurred_at,
                     )
                 )
-                done.append(int(event.seq))
                 break
             done.append(int(event.seq))
             (applied if outcome == "applied" else duplicates).append(int(event.seq))

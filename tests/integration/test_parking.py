@@ -417,3 +417,37 @@ def test_retrying_all_dead_letters_releases_a_parked_community_in_order(
     assert parked_rows(engine) == [] and sample(engine, "agora_held") == []
     assert counts(engine) == oracle(pairs_of(batch))
     assert tuple(checkpoint_row(engine, "event_counts", 1)) == (10, 10, 0, 0)
+
+
+def test_held_copies_and_conflicting_copies_end_as_a_clean_replay_does(tmp_path: Path) -> None:
+    """Released in order, a held copy of an event is a duplicate and a held copy with other
+    content a conflicting-duplicate letter, exactly as in a run that never parked."""
+    batch = [joined(s, f"c{s % 2}") for s in range(1, 13)]
+    batch[2] = joined(3, "c1", "poison")
+    batch[7] = RawMessage(8, batch[4].subject, batch[4].data, T_NS + 8000)  # seq 5 again
+    batch[10] = joined(11, "c1", tag="7")  # seq 7's id, other content
+    engines = [create_engine(f"sqlite:///{tmp_path / name}.db") for name in ("parked", "clean")]
+    try:
+        projection = Breakable("poison")
+        store = ProjectionStore(engines[0], projection)
+        store.ensure(1)
+        store.apply(1, 0, 0, batch[:6], FoldPolicy.HOLD)
+        store.apply(1, 0, 6, batch[6:], FoldPolicy.HOLD)
+        projection.broken.clear()
+        outcome = store.retry_community(1, "c1")
+        assert (outcome.applied, outcome.duplicates) == ([3, 5, 7, 9], [8])
+        clean = ProjectionStore(engines[1], EventCounts())
+        clean.ensure(1)
+        clean.apply(1, 0, 0, batch, FoldPolicy.HOLD)
+        assert dump(engines[0]) == dump(engines[1])
+        assert letters(engines[0]) == [
+            (
+                11,
+                "conflicting_duplicate",
+                f"event {CODEC.decode(batch[6].data).id} of community 'c1' was applied at seq 7; "
+                "the copy at seq 11 has other content and is set aside",
+            )
+        ]
+    finally:
+        for engine in engines:
+            engine.dispose()
