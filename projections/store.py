@@ -630,7 +630,9 @@ class ProjectionStore:
             state = self._park_and_hold(
                 conn, gen, partition, messages, waiting, poison, fresh, holding + later
             )
-        if not state:
+        if state:  # forget any "none parked" noted by an attempt at this batch that rolled back
+            self._none_parked.pop((gen.number, partition), None)
+        else:
             self._none_parked[(gen.number, partition)] = new_last
         conn.execute(
             checkpoints.update()

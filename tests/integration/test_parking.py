@@ -59,6 +59,7 @@ from projections.api import Delivered
 from projections.changes import Changes
 from projections.counts import EventCounts
 from projections.database import create_engine
+from projections.errors import DatabaseError
 from projections.runner import Worker, WorkerSettings
 from projections.status import parked_rows
 from projections.store import FoldPolicy, NotCaughtUp, ProjectionStore, RawMessage
@@ -457,3 +458,33 @@ def test_held_copies_and_conflicting_copies_end_as_a_clean_replay_does(tmp_path:
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_a_rolled_back_attempt_does_not_hide_a_parking_from_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    """The store skips the lookup while it knows its partition has nothing parked; an attempt
+    that rolled back must not leave that knowledge behind for the checkpoint a retry parks at.
+    (Failed before the fix: the next batch folded c1's event past its poison event.)"""
+    engine = create_engine(f"sqlite:///{tmp_path / 'rollback.db'}")
+    try:
+        projection = Breakable()
+        store = ProjectionStore(engine, projection)
+        store.ensure(1)
+        batch = [joined(1, "c0"), joined(2, "c1", "poison"), joined(3, "c1")]
+        with engine.begin() as conn:  # a database fault on the checkpoint, once
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON agora_checkpoints "
+                "BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"
+            )
+        with pytest.raises(DatabaseError, match="disk trouble"):
+            store.apply(1, 0, 0, batch, FoldPolicy.HOLD)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse")
+        projection.broken.add("poison")  # this time the fold fails on seq 2
+        assert store.apply(1, 0, 0, batch, FoldPolicy.HOLD).newly_parked == ("c1",)
+        outcome = store.apply(1, 0, 3, [joined(4, "c1")], FoldPolicy.HOLD)
+        assert outcome.held == 1 and outcome.applied == 0
+        assert [r[2] for r in sample(engine, "agora_held")] == [3, 4]
+    finally:
+        engine.dispose()
