@@ -1576,7 +1576,7 @@ GenerationOption = Annotated[
     typer.Option(
         "--generation",
         min=1,
-        help="With --community: a generation being built (default: the active one).",
+        help="The parked community's generation, e.g. one being built (default: the active one).",
     ),
 ]
 
