@@ -43,7 +43,7 @@ from events.limits import MAX_EVENT_TIME, MAX_TAGS, MIN_EVENT_TIME, SYSTEM_ACTOR
 
 _ZERO = timedelta(0)
 _OUT_OF_RANGE = (
-    f"must lie between {MIN_EVENT_TIME:%Y-%m-%d} and {MAX_EVENT_TIME:%Y-%m-%d} "
+    f"must lie from {MIN_EVENT_TIME:%Y-%m-%d} to {MAX_EVENT_TIME:%Y-%m-%d} "
     "(see docs/events.md, Limits)"
 )
 
