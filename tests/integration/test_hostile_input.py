@@ -233,3 +233,49 @@ def test_bounds_are_what_the_decoder_accepts() -> None:
     for outside in ("1969-12-31T23:59:59.999999Z", "3000-01-01T00:00:00Z"):
         with pytest.raises(InvalidEvent, match="occurred_at"):
             CODEC.decode(payload("member.joined", "c1", occurred_at=outside))
+
+
+def test_folds_and_views_survive_any_datetime_defence_in_depth(
+    projected: Projected, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth: even a decoder whose range were widened to Python's whole datetime
+    range (years 1..9999) must not pause a fold or break a dashboard query.
+
+    The seam is the range itself (the bounds :class:`events.Event` checks), widened for this
+    test only; canonical bytes then decode as they would under such a contract.
+    """
+    import events.catalogue
+
+    lowest = datetime.min.replace(tzinfo=UTC)
+    highest = datetime.max.replace(tzinfo=UTC)
+    monkeypatch.setattr(events.catalogue, "MIN_EVENT_TIME", lowest)
+    monkeypatch.setattr(events.catalogue, "MAX_EVENT_TIME", highest)
+    for community, at in (("wide-low", lowest), ("wide-high", highest)):
+        events_ = [
+            msgspec.structs.replace(event, occurred_at=at, community=community)
+            for event in _one_of_each()
+        ]
+        projected.apply([CODEC.encode(event) for event in events_])
+        projected.read_every_view(community)
+
+
+def _one_of_each() -> list[Event]:
+    return [CODEC.validate_json((FIXTURES / f"{t}.json").read_bytes()) for t in _TYPES]
+
+
+_TYPES = [
+    "member.joined",
+    "post.created",
+    "reply.created",
+    "reaction.added",
+    "answer.accepted",
+    "content.reported",
+    "content.hidden",
+    "content.restored",
+    "moderation.decided",
+    "post.edited",
+    "reply.deleted",
+    "reaction.removed",
+    "post.deleted",
+    "member.left",
+]
