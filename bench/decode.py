@@ -5,13 +5,15 @@
 Encodes the synthetic history of bench/synthetic.py once (plain msgspec, so the input does not
 depend on the codec under test), then decodes every message ``--rounds`` times and prints the
 best round's cost per event in microseconds. Run it on two checkouts (``PYTHONPATH=<tree>``) to
-compare. It also times msgspec's typed decode alone (the floor the contract's
-extra wire checks are measured against, in the same process).
+compare. It also times msgspec's typed decode alone (the floor the contract's extra checks are
+measured against, in the same process), and the codec on a tenth of the events as another
+client's JSON (``json.dumps``: not the canonical bytes, so the codec's exact slow path).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -52,6 +54,10 @@ def main() -> None:
     found = best_us({"typed": typed.decode, "codec": CODEC.decode}, messages, args.rounds)
     print(f"msgspec typed decode alone: {found['typed']:.2f} us/event")
     print(f"CODEC.decode:               {found['codec']:.2f} us/event")
+    # Another client's JSON (spaces after separators, as json.dumps writes): not canonical bytes.
+    foreign = [json.dumps(json.loads(m)).encode() for m in messages[: max(1, len(messages) // 10)]]
+    other = best_us({"codec": CODEC.decode}, foreign, args.rounds)
+    print(f"CODEC.decode, json.dumps:   {other['codec']:.2f} us/event ({len(foreign)} events)")
 
 
 if __name__ == "__main__":
