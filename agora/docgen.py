@@ -248,6 +248,13 @@ Each event is published on the subject `{PREFIX}.<community>.<type>`, for exampl
 community, every type. A consumer of one community filters on `{community_filter(community)}`,
 a consumer of one type on `{PREFIX}.*.<type>`.
 
+The subject is part of the contract: it must be exactly `{PREFIX}.<community>.<type>` of the
+payload's own `community` and `type`. Deploy permissions are granted per subject, so a payload
+naming another community (or another type) than its subject would let a producer write where it
+has no right to: projections set such a message aside as a dead letter of kind
+`subject_mismatch` and never fold it. The publisher, ingest and `agora publish` derive the subject
+from the event; a producer in another language must do the same.
+
 The stream's sequence numbers are the order of events. Consumers apply the events of one
 community in that order; there is no order between communities that anyone should rely on. A
 producer that needs one event stored after another (a reply after its post) publishes the second
@@ -298,6 +305,15 @@ a second publish of the same id stores nothing and is acknowledged with `duplica
 is what makes retries safe: after a time-out, publish the *same* event (same id, same bytes)
 again. A re-publish after the window is stored a second time; consumers recognise the repeated
 event id and ignore it, so a fact is applied once however often it is sent.
+
+An id names one event in its community, forever. A copy whose content differs in any way (another
+`occurred_at`, another body) is not that event: projections set it aside as a dead letter of
+kind `conflicting_duplicate` naming both sequences, and never apply it. Within the window the
+server answers such a copy `duplicate: true` without storing it; `events.publisher` then fetches
+the stored message and reports a conflict (`PublishStatus.CONFLICT`) unless it is the same event.
+(In nats-py, `PubAck.duplicate` is `None`, not `False`, for a newly stored message.) The same id
+in two communities names two events: nothing one community's producer sends can make another
+community's event a duplicate.
 
 ## Validation
 

@@ -9,3 +9,11 @@ class ProjectionError(Exception):
 
 class DatabaseError(ProjectionError):
     """The projection database could not be reached or refused an operation."""
+
+
+class SubjectMismatch(ProjectionError):
+    """A message's subject is not ``agora.<its community>.<its type>``: set aside, never folded."""
+
+
+class ConflictingDuplicate(ProjectionError):
+    """An event id already applied in its community came again with other content: set aside."""

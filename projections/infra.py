@@ -46,7 +46,12 @@ dead_letters = sa.Table(
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("subject", sa.String(256), nullable=False),
     sa.Column("raw", sa.LargeBinary, nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False, comment="invalid | fold"),
+    sa.Column(
+        "kind",
+        sa.String(32),
+        nullable=False,
+        comment="invalid | subject_mismatch | conflicting_duplicate | fold",
+    ),
     sa.Column("error_class", sa.String(128), nullable=False),
     sa.Column("error_message", sa.Text, nullable=False),
     sa.Column(

@@ -317,6 +317,7 @@ class Worker:
             if not await self._acquire(stop):
                 return
             owner = True
+            await asyncio.to_thread(self.store.check_layout, self.generation)
             self.progress.applied_seq = await asyncio.to_thread(
                 self.store.checkpoint, self.generation, self.partition
             )
@@ -336,7 +337,11 @@ class Worker:
                 self.state = WorkerState.STOPPED
             if owner:  # a worker that only waited for the lock must not overwrite the owner's
                 with contextlib.suppress(Exception):
-                    await self._write_status()
+                    # The last word on this partition: a transient database error must not
+                    # leave "running" behind for a worker that has stopped.
+                    for _ in range(3):
+                        if await self._write_status():
+                            break
             self._lock.release()
 
     async def _resubscribe_quietly(self) -> None:
@@ -566,7 +571,8 @@ class Worker:
         future.add_done_callback(self._writing.discard)
         return await asyncio.shield(future)
 
-    async def _write_status(self) -> None:
+    async def _write_status(self) -> bool:
+        """Write this worker's status row; return whether it was written."""
         self._last_status = time.monotonic()
         row = {
             "projection": self.name,
@@ -582,6 +588,8 @@ class Worker:
             await self._write_in_thread(_upsert_status, self.store.engine, row)
         except sa.exc.SQLAlchemyError as error:
             log.warning("status not written", error=str(error))
+            return False
+        return True
 
 
 def _upsert_status(engine: sa.Engine, row: dict[str, object]) -> None:

@@ -10,11 +10,12 @@ upserts, and (5) moves the checkpoint. A crash at any instant leaves either all 
 from __future__ import annotations
 
 import enum
+import hashlib
 import operator
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -25,11 +26,17 @@ from sqlalchemy.engine import Connection, Engine
 
 from events.catalogue import Event
 from events.codec import CODEC, Codec
+from events.subjects import subject_of
 from projections import pgcopy
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row, RowChange, TableSpec, under
 from projections.database import reader
-from projections.errors import DatabaseError, ProjectionError
+from projections.errors import (
+    ConflictingDuplicate,
+    DatabaseError,
+    ProjectionError,
+    SubjectMismatch,
+)
 from projections.infra import INFRA, checkpoints, dead_letters, generations
 
 _KEY_CHUNK = 500
@@ -121,29 +128,42 @@ class _UuidBytes(sa.types.TypeDecorator[UUID]):
         return None if value is None else UUID(bytes=value)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-SeenKey = tuple[int, UUID]
-"""An event's identity in the seen table: its event time (microseconds since the epoch), id."""
+SeenKey = tuple[str, UUID]
+"""An event's identity in the seen table: its community and its id."""
 
 
 def seen_key(event: Event) -> SeenKey:
-    """The seen-table key of ``event``: (occurred_at in microseconds since the epoch, id)."""
-    return (event.occurred_at - _EPOCH) // _MICROSECOND, event.id
+    """The seen-table key of ``event``: (community, id).
+
+    An id names one event in its community, forever. The key includes the community so that
+    nothing one community's producer sends can make another community's event a "duplicate"
+    (ids are chosen by producers), and so that a community's events, which one partition folds
+    in stream order, decide alone which copy came first: replay gives the same answer.
+    """
+    return event.community, event.id
+
+
+def digest(event: Event) -> int:
+    """A 64-bit BLAKE2b digest of ``event``'s canonical encoding: what "the same event" means.
+
+    Two copies with the same digest are one event sent twice; any other difference (another
+    ``occurred_at``, another body) makes the later copy a conflicting duplicate.
+    """
+    raw = hashlib.blake2b(_JSON.encode(event), digest_size=8).digest()
+    return int.from_bytes(raw, "big", signed=True)
 
 
 def _seen_table(metadata: sa.MetaData, projection: str, generation: int) -> sa.Table:
-    # A copy of an event carries its id *and* its event time unchanged. Keyed by both, time
-    # first, a batch inserts into a few neighbouring B-tree pages; keyed by the random id
-    # alone, it touched one page per event all over the tree, and writing those pages came to
-    # cost more than the rest of the batch as the table grew (see docs/projections.md).
+    # Keyed by the id (within its community), not by (event time, id): a copy re-sent with
+    # another event time must find the first one. Random ids cost B-tree locality; see
+    # docs/benchmarks.md for what that costs per event.
     return sa.Table(
         f"agora_seen_{projection}__g{generation}",
         metadata,
-        sa.Column("occurred_us", sa.BigInteger, primary_key=True),
+        sa.Column("community", sa.String(64), primary_key=True),
         sa.Column("event_id", sa.Uuid().with_variant(_UuidBytes(), "sqlite"), primary_key=True),
         sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("digest", sa.BigInteger, nullable=False),
         sqlite_with_rowid=False,
     )
 
@@ -251,6 +271,36 @@ class ProjectionStore:
         except sa.exc.SQLAlchemyError as error:
             raise DatabaseError(f"cannot create tables of {name} g{number}: {error}") from error
         return gen
+
+    def check_layout(self, number: int) -> None:
+        """Refuse a generation whose tables an older Agora made; bring the engine's tables up.
+
+        Since seen rows are keyed by (community, id) with a content digest, a generation whose
+        seen table is keyed by (event time, id) cannot tell a conflicting copy from a new event:
+        it must be rebuilt, not folded on. The dead letters' ``kind`` column is widened in place.
+        """
+        gen = self.generation(number)
+        try:
+            with self.engine.begin() as conn:
+                inspector = sa.inspect(conn)
+                if self.dialect == "postgresql" and inspector.has_table(dead_letters.name):
+                    kind = next(
+                        c for c in inspector.get_columns(dead_letters.name) if c["name"] == "kind"
+                    )
+                    if getattr(kind["type"], "length", None) == 16:  # an older Agora's
+                        conn.exec_driver_sql(
+                            f"ALTER TABLE {dead_letters.name} ALTER COLUMN kind TYPE varchar(32)"
+                        )
+                if not inspector.has_table(gen.seen.name):
+                    return
+                columns = {c["name"] for c in inspector.get_columns(gen.seen.name)}
+        except sa.exc.SQLAlchemyError as error:
+            raise DatabaseError(f"cannot inspect {gen.seen.name}: {error}") from error
+        if "digest" not in columns:
+            raise ProjectionError(
+                f"{self.projection.name} g{number} was built by an older Agora (its seen table "
+                f"has no content digest): rebuild it with `agora rebuild {self.projection.name}`"
+            )
 
     def checkpoint(self, number: int, partition: int = 0) -> int:
         """The last stream sequence applied by a partition of a generation."""
@@ -463,14 +513,26 @@ class ProjectionStore:
         decoded: list[Delivered] = []
         for message in messages:
             try:
-                decoded.append(Delivered(message.seq, self.codec.decode(message.data)))
+                event = self.codec.decode(message.data)
             except Exception as error:  # InvalidEvent, or anything else the decoder raises
                 letters.append(self._letter(gen, partition, message, "invalid", error))
+                continue
+            mismatch = _subject_mismatch(message.subject, event)
+            if mismatch is not None:
+                letters.append(self._letter(gen, partition, message, "subject_mismatch", mismatch))
+                continue
+            decoded.append(Delivered(message.seq, event))
 
         # Recorded before the fold, in the same transaction: parked events count as seen too (a
         # later copy of one is a duplicate; retry_dead_letters finds it by its sequence), and a
         # paused batch rolls the record back with everything else.
-        fresh, duplicates = self._record_seen(conn, gen, decoded)
+        fresh, duplicates, conflicts = self._record_seen(conn, gen, decoded)
+        if conflicts:
+            by_seq = {m.seq: m for m in messages}
+            for seq, conflict in conflicts:
+                letters.append(
+                    self._letter(gen, partition, by_seq[seq], "conflicting_duplicate", conflict)
+                )
         parked: list[tuple[int, BaseException]] = []
         if fresh:
             try:
@@ -587,45 +649,66 @@ class ProjectionStore:
 
     def _record_seen(
         self, conn: Connection, gen: Generation, decoded: list[Delivered]
-    ) -> tuple[list[Delivered], int]:
-        """Record each event as seen at its sequence; return the events not seen before.
+    ) -> tuple[list[Delivered], int, list[tuple[int, ConflictingDuplicate]]]:
+        """Record each event as seen at its sequence; sort the batch by what was seen before.
 
-        One statement that ignores keys already present does both jobs: when it inserts every
-        key (the common case) all events are fresh; otherwise the keys stored with another
-        sequence are the duplicates. A copy later in the same batch is a duplicate too.
+        Returns the fresh events (to fold), the number of duplicates (copies of an applied
+        event, ignored) and the conflicting duplicates (an applied id with other content: set
+        aside, with the sequence of the copy that was applied). One statement that ignores keys
+        already present does the common case: when it inserts every key, all are fresh.
         """
-        first: dict[SeenKey, Delivered] = {}
+        groups: dict[SeenKey, list[tuple[Delivered, int]]] = {}
         for d in decoded:
-            first.setdefault(seen_key(d.event), d)
-        if not first:
-            return [], len(decoded)
+            groups.setdefault(seen_key(d.event), []).append((d, digest(d.event)))
+        if not groups:
+            return [], 0, []
+        rows = [(key, *members[0]) for key, members in groups.items()]
         table = conn.dialect.identifier_preparer.quote(gen.seen.name)
-        if self.dialect == "postgresql" and len(first) >= self.copy_min_rows:
-            inserted = self._copy_seen(conn, gen, table, first)
+        if self.dialect == "postgresql" and len(rows) >= self.copy_min_rows:
+            inserted = self._copy_seen(conn, gen, table, rows)
         elif self.dialect == "postgresql":
             inserted = conn.exec_driver_sql(
-                f"INSERT INTO {table} (occurred_us, event_id, seq) "
-                "SELECT * FROM unnest(%(times)s::bigint[], %(ids)s::uuid[], %(seqs)s::bigint[]) "
-                "ON CONFLICT (occurred_us, event_id) DO NOTHING",
+                f"INSERT INTO {table} (community, event_id, seq, digest) "
+                "SELECT * FROM unnest(%(communities)s::text[], %(ids)s::uuid[], "
+                "%(seqs)s::bigint[], %(digests)s::bigint[]) "
+                "ON CONFLICT (community, event_id) DO NOTHING",
                 {
-                    "times": [k[0] for k in first],
-                    "ids": [k[1] for k in first],
-                    "seqs": [d.seq for d in first.values()],
+                    "communities": [k[0] for k, _, _ in rows],
+                    "ids": [k[1] for k, _, _ in rows],
+                    "seqs": [d.seq for _, d, _ in rows],
+                    "digests": [h for _, _, h in rows],
                 },
             ).rowcount
         else:
             inserted = conn.exec_driver_sql(
-                f"INSERT OR IGNORE INTO {table} (occurred_us, event_id, seq) VALUES (?, ?, ?)",
-                [(t, i.bytes, d.seq) for (t, i), d in first.items()],
+                f"INSERT OR IGNORE INTO {table} (community, event_id, seq, digest) "
+                "VALUES (?, ?, ?, ?)",
+                [(c, i.bytes, d.seq, h) for (c, i), d, h in rows],
             ).rowcount
-        if inserted == len(first):
-            return list(first.values()), len(decoded) - len(first)
-        older = self._seen_elsewhere(conn, gen, first)
-        fresh = [d for k, d in first.items() if k not in older]
-        return fresh, len(decoded) - len(fresh)
+        if inserted == len(groups) and len(groups) == len(decoded):
+            return [d for _, d, _ in rows], 0, []
+        earlier = self._seen_elsewhere(conn, gen, rows) if inserted < len(groups) else {}
+        fresh: list[Delivered] = []
+        duplicates = 0
+        conflicts: list[tuple[int, ConflictingDuplicate]] = []
+        for key, members in groups.items():
+            winner = earlier.get(key)
+            if winner is None:  # the batch's first copy is the event
+                fresh.append(members[0][0])
+                winner, members = (members[0][0].seq, members[0][1]), members[1:]
+            for d, h in members:
+                if h == winner[1]:
+                    duplicates += 1
+                else:
+                    conflicts.append((d.seq, _conflict(key, winner[0], d.seq)))
+        return fresh, duplicates, conflicts
 
     def _copy_seen(
-        self, conn: Connection, gen: Generation, table: str, first: Mapping[SeenKey, Delivered]
+        self,
+        conn: Connection,
+        gen: Generation,
+        table: str,
+        rows: Sequence[tuple[SeenKey, Delivered, int]],
     ) -> int:
         """Record a catch-up batch on PostgreSQL with COPY; the number of rows inserted.
 
@@ -633,46 +716,47 @@ class ProjectionStore:
         violates the key, and then the batch goes through a staging table that skips the keys
         present. Straight in costs 2.6 us a row, through staging 5.9 (5,000-row batches).
         """
-        columns = ("occurred_us", "event_id", "seq")
+        columns = ("community", "event_id", "seq", "digest")
         try:
             with conn.begin_nested():
                 pgcopy.copy_rows(
-                    conn, gen.seen.name, columns, ((t, i, d.seq) for (t, i), d in first.items())
+                    conn, gen.seen.name, columns, ((c, i, d.seq, h) for (c, i), d, h in rows)
                 )
-            return len(first)
+            return len(rows)
         except sa.exc.IntegrityError:
             pass
         staged = pgcopy.stage(
             conn,
             "agora_stage_seen",
-            [("occurred_us", "bigint"), ("event_id", "uuid"), ("seq", "bigint")],
+            [("community", "text"), ("event_id", "uuid"), ("seq", "bigint"), ("digest", "bigint")],
         )
-        pgcopy.copy_rows(conn, staged, columns, ((t, i, d.seq) for (t, i), d in first.items()))
+        pgcopy.copy_rows(conn, staged, columns, ((c, i, d.seq, h) for (c, i), d, h in rows))
         inserted: int = conn.exec_driver_sql(
-            f"INSERT INTO {table} (occurred_us, event_id, seq) "
-            f"SELECT occurred_us, event_id, seq FROM {staged} "
-            "ON CONFLICT (occurred_us, event_id) DO NOTHING"
+            f"INSERT INTO {table} (community, event_id, seq, digest) "
+            f"SELECT community, event_id, seq, digest FROM {staged} "
+            "ON CONFLICT (community, event_id) DO NOTHING"
         ).rowcount
         return inserted
 
     def _seen_elsewhere(
-        self, conn: Connection, gen: Generation, batch: Mapping[SeenKey, Delivered]
-    ) -> set[SeenKey]:
-        """The keys of ``batch`` that the seen table holds with another sequence than theirs."""
-        keys = list(batch)
-        older: set[SeenKey] = set()
+        self, conn: Connection, gen: Generation, rows: Sequence[tuple[SeenKey, Delivered, int]]
+    ) -> dict[SeenKey, tuple[int, int]]:
+        """The keys of ``rows`` the seen table holds at another sequence: (seq, digest) there."""
+        ours = {key: d.seq for key, d, _ in rows}
+        keys = list(ours)
+        earlier: dict[SeenKey, tuple[int, int]] = {}
         seen = gen.seen.c
         for start in range(0, len(keys), _KEY_CHUNK):
             chunk = keys[start : start + _KEY_CHUNK]
-            rows = conn.execute(
-                sa.select(seen.occurred_us, seen.event_id, seen.seq).where(
-                    sa.tuple_(seen.occurred_us, seen.event_id).in_(chunk)
+            found = conn.execute(
+                sa.select(seen.community, seen.event_id, seen.seq, seen.digest).where(
+                    sa.tuple_(seen.community, seen.event_id).in_(chunk)
                 )
             )
-            for occurred_us, event_id, seq in rows:
-                if seq != batch[(occurred_us, event_id)].seq:
-                    older.add((occurred_us, event_id))
-        return older
+            for community, event_id, seq, hashed in found:
+                if seq != ours[(community, event_id)]:
+                    earlier[(community, event_id)] = (int(seq), int(hashed))
+        return earlier
 
     def _fold_and_write(self, conn: Connection, gen: Generation, batch: list[Delivered]) -> None:
         loaded: dict[str, dict[Key, Row | None]] = {}
@@ -1018,6 +1102,25 @@ def _projection_fault(error: Exception) -> bool:
     return isinstance(error, sa.exc.StatementError) and not isinstance(error, sa.exc.DBAPIError)
 
 
+def _subject_mismatch(subject: str, event: Event) -> SubjectMismatch | None:
+    """The error if ``subject`` is not the one ``event`` must be published on, else None."""
+    expected = subject_of(event)
+    if subject == expected:
+        return None
+    return SubjectMismatch(
+        f"subject {subject!r} does not match the event: "
+        f"a {event.TYPE} of community {event.community!r} belongs on {expected!r}"
+    )
+
+
+def _conflict(key: SeenKey, first: int, seq: int) -> ConflictingDuplicate:
+    community, event_id = key
+    return ConflictingDuplicate(
+        f"event {event_id} of community {community!r} was applied at seq {first}; "
+        f"the copy at seq {seq} has other content and is set aside"
+    )
+
+
 def _retry_one(
     store: ProjectionStore, conn: Connection, gen: Generation, letter: Any
 ) -> tuple[str, Exception | None]:
@@ -1026,14 +1129,19 @@ def _retry_one(
         event = store.codec.decode(letter.raw)
     except Exception as error:
         return "failed", error
+    mismatch = _subject_mismatch(letter.subject, event)
+    if mismatch is not None:
+        return "failed", mismatch
     delivered = Delivered(int(letter.seq), event)
-    occurred_us, event_id = seen_key(event)
+    key, hashed = seen_key(event), digest(event)
     seen_at = conn.execute(
-        sa.select(gen.seen.c.seq).where(
-            (gen.seen.c.occurred_us == occurred_us) & (gen.seen.c.event_id == event_id)
+        sa.select(gen.seen.c.seq, gen.seen.c.digest).where(
+            (gen.seen.c.community == key[0]) & (gen.seen.c.event_id == key[1])
         )
-    ).scalar()
-    if seen_at is not None and int(seen_at) != delivered.seq:
+    ).first()
+    if seen_at is not None and int(seen_at.seq) != delivered.seq:
+        if int(seen_at.digest) != hashed:
+            return "failed", _conflict(key, int(seen_at.seq), delivered.seq)
         return "duplicate", None  # another copy of the event was applied
     try:
         with conn.begin_nested():
@@ -1045,6 +1153,6 @@ def _retry_one(
     if seen_at is None:  # an invalid letter that decodes now: it was never recorded as seen
         conn.execute(
             gen.seen.insert(),
-            [{"occurred_us": occurred_us, "event_id": event_id, "seq": delivered.seq}],
+            [{"community": key[0], "event_id": key[1], "seq": delivered.seq, "digest": hashed}],
         )
     return "applied", None

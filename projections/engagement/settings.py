@@ -13,9 +13,9 @@ from typing import Final
 
 from events.fields import ReactionKind
 
-FOLD_REVISION: Final = 2
+FOLD_REVISION: Final = 3
 """Revision of the fold and tables: the projection's version (2: anonymous reactions are
-nobody's activity)."""
+nobody's activity; 3: the engine keys seen events by community and id with a content digest)."""
 
 NEGATIVE_REACTIONS: Final[frozenset[ReactionKind]] = frozenset({"downvote"})
 """Reaction kinds counted as negative by the crisis signal."""

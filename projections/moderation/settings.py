@@ -27,8 +27,11 @@ MILLI: Final = 1000
 REPORT_REASONS: Final[tuple[ReportReason, ...]] = get_args(ReportReason)
 """Every report reason of the event contract."""
 
-FOLD_REVISION: Final = 2
-"""Revision of the fold and tables; bump it when their meaning changes (not for settings)."""
+FOLD_REVISION: Final = 3
+"""Revision of the fold and tables; bump it when their meaning changes (not for settings).
+
+3: the engine keys seen events by community and id with a content digest (a rebuild).
+"""
 
 _VERSION_SPAN: Final = 1_000_000
 """The settings fingerprint takes the low six decimal digits of the version."""

@@ -57,12 +57,13 @@ from projections.changes import Changes, Key, Row
 from projections.reputation.rules import APPROVING, DEFAULT, STACKEXCHANGE, RuleSet
 from projections.reputation.trust import Standing, trust_level
 
-FOLD_REVISION: Final = 3
+FOLD_REVISION: Final = 4
 """Bump when the fold or the tables change meaning: every rule set's projection is rebuilt.
 
 2: an anonymous reaction's placeholder voter is not a member (no row, no cost, no activity).
 3: a deletion reverses every holder of the item and of a deleted post's replies; a moved accept
-takes the first answerer's points back; the asker's bonus is held on the accepted reply."""
+takes the first answerer's points back; the asker's bonus is held on the accepted reply.
+4: the engine keys seen events by community and id with a content digest (a rebuild)."""
 
 _ID = sa.String(64)
 

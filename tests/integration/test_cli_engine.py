@@ -327,7 +327,14 @@ async def test_worker_status_dead_letters_rebuild_rollback_replay(
         assert counts(engine, f"{NAME}__g2") == oracle(pairs)
 
         # The retired g1 stops; events published after that leave it behind g2.
-        await wait_until(lambda: worker_state(engine, 1) == "stopped", 30, "g1's worker to stop")
+        await wait_until(
+            lambda: worker_state(engine, 1) == "stopped",
+            30,
+            "g1's worker to stop",
+            detail=lambda: (
+                f"status: {read_status(engine, NAME)}\nworker log:\n" + worker.stderr()[-4000:]
+            ),
+        )
         pairs += await publish_events(nc, make_events(500, seed=13, tag="after"))
         head = await caught_up(engine, js)
         assert await worker.stop(signal.SIGTERM) == 0, worker.stderr()

@@ -227,8 +227,8 @@ def test_activation_refuses_a_generation_behind_the_active_one(engine: sa.Engine
     bootstrap(store, 1)
     store.ensure(2)
     messages = [
-        RawMessage(seq, "agora.c1.member.joined", data, seq)
-        for seq, data in enumerate((w.data for w in wires(make_events(10, seed=22))), start=1)
+        RawMessage(seq, w.subject, w.data, seq)
+        for seq, w in enumerate(wires(make_events(10, seed=22)), start=1)
     ]
     store.apply(1, 0, 0, messages, FoldPolicy.PAUSE)
     store.apply(2, 0, 0, messages[:6], FoldPolicy.PAUSE)
@@ -249,8 +249,8 @@ async def test_readers_never_fail_while_the_stable_view_is_swapped_back_and_fort
     bootstrap(store, 1)
     store.ensure(2)
     messages = [
-        RawMessage(seq, "agora.c1.member.joined", data, seq)
-        for seq, data in enumerate((w.data for w in wires(make_events(2_000, seed=24))), start=1)
+        RawMessage(seq, w.subject, w.data, seq)
+        for seq, w in enumerate(wires(make_events(2_000, seed=24)), start=1)
     ]
     for generation in (1, 2):
         store.apply(generation, 0, 0, messages, FoldPolicy.PAUSE)

@@ -170,8 +170,12 @@ async def wait_until(
     timeout: float,
     what: str,
     poll: float = 0.02,
+    detail: Callable[[], str] | None = None,
 ) -> float:
-    """Poll ``check`` until it is true; return the seconds it took; fail after ``timeout``."""
+    """Poll ``check`` until it is true; return the seconds it took; fail after ``timeout``.
+
+    ``detail`` adds what the failure message should show (a worker's log, a status row).
+    """
     started = time.monotonic()
     deadline = started + timeout
     while True:
@@ -181,7 +185,8 @@ async def wait_until(
         if result:
             return time.monotonic() - started
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            shown = f"\n{detail()}" if detail is not None else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {what}{shown}")
         await asyncio.sleep(poll)
 
 
