@@ -59,7 +59,7 @@ class Projected:
     def apply(self, payloads: list[bytes]) -> None:
         """Apply ``payloads`` as the next messages, every projection pausing on a fold error."""
         messages = [
-            RawMessage(next(self.seq), "agora.x.y", data, 1_770_000_000_000_000_000)
+            RawMessage(next(self.seq), _subject(data), data, 1_770_000_000_000_000_000)
             for data in payloads
         ]
         for store in self.stores:
@@ -91,6 +91,12 @@ class Projected:
             data.retention(snap, community, 520)
             data.crisis(snap, community, 24 * 92)
             data.crisis(snap, community, 1)
+
+
+def _subject(data: bytes) -> str:
+    """The subject a producer would publish ``data`` on: ``agora.<community>.<type>``."""
+    doc = json.loads(data)
+    return f"agora.{doc['community']}.{doc['type']}"
 
 
 @pytest.fixture(scope="module", params=DB_KINDS)
