@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from strategies import any_event
 
 from events import CODEC, Event, InvalidEvent
+from events.limits import MAX_FUTURE_SKEW_LIMIT
 from events.schema import union_schema
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events" / "v1"
@@ -239,3 +241,15 @@ def test_schema_and_decoder_agree_on_mutated_events(event: Event, data: st.DataO
     encoded = json.dumps(doc).encode()
     assume(len(encoded) <= CODEC.max_bytes)
     assert RUST.is_valid(doc) == accepted(CODEC.validate_json, encoded), (key, doc[key])
+
+
+def test_decode_bounds_occurred_at_by_the_stream_timestamp_when_given() -> None:
+    """The engine may bound event time by the message's stream timestamp (replay-stable)."""
+    event = CODEC.validate_json(json.dumps(BASE["member.joined"]).encode())
+    data = CODEC.encode(event)
+    stored = event.occurred_at
+    assert CODEC.decode(data, stored_at=stored) == event
+    assert CODEC.decode(data, stored_at=stored - MAX_FUTURE_SKEW_LIMIT) == event
+    with pytest.raises(InvalidEvent, match="clock skew") as info:
+        CODEC.decode(data, stored_at=stored - MAX_FUTURE_SKEW_LIMIT - timedelta(microseconds=1))
+    assert info.value.field == "occurred_at"
