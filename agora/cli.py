@@ -22,7 +22,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn, TypeVar
 
@@ -67,7 +67,7 @@ from agora.workers import (
     translate,
 )
 from events.catalogue import Event
-from events.codec import validate_json
+from events.codec import check_clock_skew, validate_json
 from events.errors import EventError
 from events.publisher import Publisher, PublishResult, PublishStatus
 from events.schema import event_schemas, union_schema
@@ -412,6 +412,7 @@ def _numbered_batches(stream: BinaryIO, size: int) -> Iterator[list[tuple[int, b
 async def _publish_file(settings: Settings, stream: BinaryIO, batch_size: int) -> _PublishReport:
     report = _PublishReport()
     batches = _numbered_batches(stream, batch_size)
+    skew = timedelta(seconds=settings.publish_max_future_skew)
     async with Stack(settings) as stack:
         publisher = stack.publisher()
         while True:
@@ -421,10 +422,12 @@ async def _publish_file(settings: Settings, stream: BinaryIO, batch_size: int) -
             before = report.counts.copy()
             numbers: list[int] = []
             events: list[Event] = []
+            now = datetime.now(UTC)
             for number, line in batch:
                 report.lines += 1
                 try:
                     event = validate_json(line)
+                    check_clock_skew(event, now, skew)
                 except EventError as error:
                     field_ = getattr(error, "field", None)
                     report.error(number, "invalid", str(error), field_)

@@ -83,6 +83,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     publish_max_in_flight: Annotated[
         int, Meta(ge=1, le=65536, description="Unacknowledged publishes in flight.")
     ] = 4096
+    publish_max_future_skew: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=86_400,
+            description=(
+                "Seconds an event's occurred_at may lie past this machine's clock; later ones "
+                "are refused by the publisher, ingest and `agora publish`."
+            ),
+        ),
+    ] = 300.0
     ingest_tokens: Annotated[
         str | None,
         Meta(

@@ -18,6 +18,7 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final
 
 import nats.errors
@@ -67,6 +68,7 @@ def build_ingest(settings: Settings, stack: Stack) -> Service:
         stack.publisher(),
         max_body_bytes=settings.ingest_max_body_bytes,
         max_batch=settings.ingest_max_batch,
+        max_future_skew=timedelta(seconds=settings.publish_max_future_skew),
     )
     broker = nats_broker(settings, stack.nats_url, "agora-ingest")
     add_replier(broker, handler)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -336,6 +336,7 @@ class Stack:
             "ack_timeout": self.settings.publish_timeout,
             "deadline": self.settings.publish_deadline,
             "max_in_flight": self.settings.publish_max_in_flight,
+            "max_future_skew": timedelta(seconds=self.settings.publish_max_future_skew),
         }
         options.update(overrides)
         return Publisher(self.nc, **options)

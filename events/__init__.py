@@ -24,7 +24,7 @@ from events.catalogue import (
     ReplyDeleted,
     acting_member,
 )
-from events.codec import CODEC, Codec, decode, encode, validate_json
+from events.codec import CODEC, Codec, check_clock_skew, decode, encode, validate_json
 from events.errors import (
     EventError,
     InvalidEvent,
@@ -67,6 +67,7 @@ __all__ = [
     "UnknownEventType",
     "UnsupportedVersion",
     "acting_member",
+    "check_clock_skew",
     "decode",
     "derived_event_id",
     "encode",

@@ -23,6 +23,7 @@ from events.fields import (
     ContentKind,
     Decision,
     DeleteReason,
+    DisplayName,
     LeaveReason,
     MemberId,
     Note,
@@ -31,15 +32,20 @@ from events.fields import (
     ReplyId,
     ReportId,
     ReportReason,
+    RuleName,
     Tag,
     TargetKind,
     Title,
     UtcTime,
     Version,
 )
-from events.limits import MAX_TAGS, SYSTEM_ACTOR
+from events.limits import MAX_EVENT_TIME, MAX_TAGS, MIN_EVENT_TIME, SYSTEM_ACTOR
 
 _ZERO = timedelta(0)
+_OUT_OF_RANGE = (
+    f"must lie from {MIN_EVENT_TIME:%Y-%m-%d} to {MAX_EVENT_TIME:%Y-%m-%d} "
+    "(see docs/events.md, Limits)"
+)
 
 
 class Event(
@@ -75,6 +81,8 @@ class Event(
         tz = self.occurred_at.tzinfo
         if tz is not UTC and (tz is None or self.occurred_at.utcoffset() != _ZERO):
             raise InvalidEvent("occurred_at", "must be in UTC (offset Z or +00:00)")
+        if not MIN_EVENT_TIME <= self.occurred_at <= MAX_EVENT_TIME:
+            raise InvalidEvent("occurred_at", _OUT_OF_RANGE)
 
 
 class MemberJoined(Event, tag="member.joined", frozen=True):
@@ -82,7 +90,7 @@ class MemberJoined(Event, tag="member.joined", frozen=True):
 
     member: Annotated[MemberId, Meta(description="The member who joined.")]
     display_name: Annotated[
-        str, Meta(max_length=100, description="Public name at join time; may be empty.")
+        DisplayName, Meta(description="Public name at join time; may be empty.")
     ] = ""
 
     def __post_init__(self) -> None:
@@ -235,8 +243,11 @@ class ModerationDecided(Event, tag="moderation.decided", frozen=True):
         super().__post_init__()
         if (self.decision == "suspend") != (self.until is not None):
             raise InvalidEvent("until", "required for decision 'suspend' and only for it")
-        if self.until is not None and self.until.utcoffset() != _ZERO:
-            raise InvalidEvent("until", "must be in UTC (offset Z or +00:00)")
+        if self.until is not None:
+            if self.until.utcoffset() != _ZERO:
+                raise InvalidEvent("until", "must be in UTC (offset Z or +00:00)")
+            if not MIN_EVENT_TIME <= self.until <= MAX_EVENT_TIME:
+                raise InvalidEvent("until", _OUT_OF_RANGE)
 
 
 class ContentHidden(Event, tag="content.hidden", frozen=True):
@@ -245,9 +256,7 @@ class ContentHidden(Event, tag="content.hidden", frozen=True):
     target: Annotated[ContentId, Meta(description="The hidden post or reply.")]
     target_kind: Annotated[ContentKind, Meta(description="post or reply.")]
     target_author: Annotated[MemberId, Meta(description="Author of the target.")]
-    rule: Annotated[
-        str, Meta(max_length=100, description="The rule that hid it, e.g. `auto_hide.score`.")
-    ]
+    rule: Annotated[RuleName, Meta(description="The rule that hid it, e.g. `auto_hide.score`.")]
     note: Annotated[Note, Meta(description="Details, e.g. the score that crossed.")] = ""
 
 

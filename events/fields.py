@@ -18,6 +18,7 @@ from events.limits import (
     MAX_NOTE_LENGTH,
     MAX_TAG_LENGTH,
     MAX_TITLE_LENGTH,
+    TEXT_PATTERN,
 )
 
 _ID = Meta(pattern=ID_PATTERN, min_length=1, max_length=MAX_ID_LENGTH)
@@ -39,15 +40,25 @@ ReportId = Annotated[str, _ID, Meta(description="Report id, unique within the co
 
 UtcTime = Annotated[
     datetime,
-    Meta(tz=True, description="RFC 3339 timestamp in UTC (offset `Z` or `+00:00`)."),
+    Meta(
+        tz=True,
+        description=(
+            "RFC 3339 timestamp in UTC: `YYYY-MM-DDTHH:MM:SS[.ffffff]` then `Z` or `+00:00`, "
+            "upper-case `T`, at most 6 fractional digits, from 1970-01-01 to 2999-12-31."
+        ),
+    ),
 ]
+"""The codec checks the wire spelling (:data:`events.limits.TIME_PATTERN`) beside msgspec's
+parse, which alone would accept a space for ``T``, ``-00:00`` and any number of digits."""
 
-_NO_NUL = r"^[^\x00]*$"
-"""Text never holds NUL: PostgreSQL text columns cannot store it."""
+Text = Meta(pattern=TEXT_PATTERN)
+"""Free text: no control character but TAB, LF and CR (PostgreSQL cannot store NUL)."""
 
-Title = Annotated[str, Meta(min_length=1, max_length=MAX_TITLE_LENGTH, pattern=_NO_NUL)]
-Body = Annotated[str, Meta(max_length=MAX_BODY_LENGTH, pattern=_NO_NUL)]
-Note = Annotated[str, Meta(max_length=MAX_NOTE_LENGTH, pattern=_NO_NUL)]
+Title = Annotated[str, Text, Meta(min_length=1, max_length=MAX_TITLE_LENGTH)]
+Body = Annotated[str, Text, Meta(max_length=MAX_BODY_LENGTH)]
+Note = Annotated[str, Text, Meta(max_length=MAX_NOTE_LENGTH)]
+DisplayName = Annotated[str, Text, Meta(max_length=100)]
+RuleName = Annotated[str, Text, Meta(max_length=100)]
 Tag = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.+#-]*$(?!\n)", max_length=MAX_TAG_LENGTH)]
 Version = Annotated[int, Meta(ge=1, le=1000, description="Schema version of this event type.")]
 

@@ -41,6 +41,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import msgspec
@@ -50,8 +51,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from events.catalogue import Event
-from events.codec import CODEC, Codec
+from events.codec import CODEC, Codec, check_clock_skew
 from events.errors import EventError, InvalidEvent, PublishConflict, PublishError, PublishTimeout
+from events.limits import DEFAULT_MAX_FUTURE_SKEW, MAX_FUTURE_SKEW_LIMIT
 from events.subjects import STREAM, subject_of
 
 __all__ = [
@@ -212,7 +214,9 @@ class Publisher:
 
     ``ack_timeout`` is how long to wait for one ack before sending the message again (same id);
     ``deadline`` bounds the whole effort for one event, retries included, and must stay below
-    the stream's duplicate window; ``max_in_flight`` bounds the messages awaiting their ack.
+    the stream's duplicate window; ``max_in_flight`` bounds the messages awaiting their ack;
+    ``max_future_skew`` is how far past this machine's clock an ``occurred_at`` may lie (an
+    event dated later is refused, not sent; at most a day).
 
     One publisher per connection is enough, shared by every task of the process.
     """
@@ -226,6 +230,7 @@ class Publisher:
         ack_timeout: float = 5.0,
         deadline: float = 30.0,
         max_in_flight: int = 4096,
+        max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
     ) -> None:
         if not ack_timeout > 0:
             raise InvalidPublisherSetting(f"ack_timeout must be positive, got {ack_timeout!r}")
@@ -233,6 +238,11 @@ class Publisher:
             raise InvalidPublisherSetting(f"deadline must be positive, got {deadline!r}")
         if max_in_flight < 1:
             raise InvalidPublisherSetting(f"max_in_flight must be >= 1, got {max_in_flight!r}")
+        if not timedelta(0) <= max_future_skew <= MAX_FUTURE_SKEW_LIMIT:
+            raise InvalidPublisherSetting(
+                f"max_future_skew must be within 0..{MAX_FUTURE_SKEW_LIMIT}, got {max_future_skew}"
+            )
+        self.max_future_skew: Final = max_future_skew
         self.nc: Final = nc
         self.codec: Final = codec
         self.stream: Final = stream
@@ -268,6 +278,7 @@ class Publisher:
         and PublishError for other failures, such as a closed connection.
         """
         payload = self.codec.encode(event)
+        check_clock_skew(event, datetime.now(UTC), self.max_future_skew)
         rec = await self._publish_one(event.id, subject_of(event), payload, str(event.id))
         result = rec.batch.results[0]
         assert result is not None
@@ -334,9 +345,13 @@ class Publisher:
         deadline = self.deadline
         max_in_flight = self.max_in_flight
         monotonic = time.monotonic
+        clock = datetime.now(UTC)
+        latest = clock + self.max_future_skew
         for index, event in enumerate(items):
             try:
                 payload = encode(event)
+                if event.occurred_at > latest:
+                    check_clock_skew(event, clock, self.max_future_skew)
             except InvalidEvent as error:
                 results[index] = _failed(event, str(error))
                 continue

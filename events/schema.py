@@ -7,15 +7,19 @@ from typing import Any
 import msgspec
 
 from events.catalogue import EVENT_TYPES, Event
-from events.limits import MAX_EVENT_BYTES
+from events.limits import MAX_EVENT_BYTES, TIME_PATTERN, UUID_PATTERN
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-_UTC = r"(Z|z|[+-]00:00)$"
 _TIME_FIELDS = ("occurred_at", "until")
 
 
 def _tighten(components: dict[str, Any]) -> dict[str, Any]:
-    """Add what the codec checks beyond msgspec's schema: no extra fields, UTC times only."""
+    """Add what the codec checks beyond msgspec's schema.
+
+    No extra fields (producers are validated strictly); timestamps spelled as the codec
+    requires (:data:`events.limits.TIME_PATTERN`: range, ``T``, UTC, no leap second) beside
+    ``format: date-time`` (the calendar); event ids canonical (lower-case, hyphenated).
+    """
     names = {cls.__name__ for cls in EVENT_TYPES}
     for name, component in components.items():
         if name not in names:
@@ -28,7 +32,10 @@ def _tighten(components: dict[str, Any]) -> dict[str, Any]:
             variants = prop.get("anyOf", [prop])
             for variant in variants:
                 if variant.get("format") == "date-time":
-                    variant["pattern"] = _UTC
+                    variant["pattern"] = TIME_PATTERN
+        ident = component["properties"].get("id")
+        if ident is not None and ident.get("format") == "uuid":
+            ident["pattern"] = UUID_PATTERN
     return components
 
 

@@ -38,7 +38,14 @@ from events.catalogue import (
     ReactionRemoved,
 )
 from events.fields import Tag
-from events.limits import ID_PATTERN, MAX_ID_LENGTH, SYSTEM_ACTOR
+from events.limits import (
+    ID_PATTERN,
+    MAX_EVENT_TIME,
+    MAX_ID_LENGTH,
+    MIN_EVENT_TIME,
+    SYSTEM_ACTOR,
+    TEXT_PATTERN,
+)
 
 ID_ALPHABET = string.ascii_letters + string.digits + "_-"
 """Characters of every identifier (community, member, post, reply, report)."""
@@ -75,10 +82,27 @@ def actors(pool: Sequence[str] | None = None) -> st.SearchStrategy[str]:
     return st.integers(0, 7).flatmap(lambda n: st.just(SYSTEM_ACTOR) if n == 7 else member)
 
 
+_NAIVE_MIN = MIN_EVENT_TIME.replace(tzinfo=None)
+_NAIVE_MAX = MAX_EVENT_TIME.replace(tzinfo=None)
+
+
 def utc_datetimes(min_value: datetime | None = None) -> st.SearchStrategy[datetime]:
-    """Timezone-aware UTC datetimes with microseconds, years 1..9999 (at or after ``min_value``)."""
-    low = datetime.min if min_value is None else min_value.astimezone(UTC).replace(tzinfo=None)
-    return st.datetimes(min_value=low, timezones=st.just(UTC))
+    """UTC datetimes with microseconds over the contract's whole range (at or after ``min_value``).
+
+    The range is 1970-01-01 .. 2999-12-31T23:59:59.999999 (:data:`events.limits.MIN_EVENT_TIME`,
+    ``MAX_EVENT_TIME``); both ends are drawn often (Hypothesis favours bounds).
+    """
+    low = _NAIVE_MIN if min_value is None else min_value.astimezone(UTC).replace(tzinfo=None)
+    return st.datetimes(
+        min_value=max(low, _NAIVE_MIN), max_value=_NAIVE_MAX, timezones=st.just(UTC)
+    )
+
+
+def free_text(min_size: int = 0, max_size: int = TEXT_BUDGET) -> st.SearchStrategy[str]:
+    """Free text the contract accepts: any character but the refused controls (TAB/LF/CR kept)."""
+    refused = [chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"] + ["\x7f"]
+    alphabet = st.characters(codec="utf-8", exclude_characters="".join(refused))
+    return st.text(alphabet, min_size=min_size, max_size=max_size)
 
 
 def tags(max_length: int = 50) -> st.SearchStrategy[str]:
@@ -173,6 +197,8 @@ def _strings(t: mi.StrType) -> st.SearchStrategy[str]:
         return st.text(ID_ALPHABET, min_size=max(low, 1), max_size=min(high, MAX_ID_LENGTH))
     if t.pattern == TAG_PATTERN:
         return tags(high)
+    if t.pattern == TEXT_PATTERN:
+        return free_text(low, min(high, TEXT_BUDGET))
     if t.pattern is not None:
         return st.from_regex(t.pattern).filter(lambda s: low <= len(s) <= high)
     return st.text(min_size=low, max_size=min(high, TEXT_BUDGET))

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from agora.web import models, queries
 from agora.web.readonly import sqlite_path
+from projections.dates import shift_day, shift_time
 from projections.engagement import queries as engagement
 from projections.engagement.settings import COHORT_WEEKS, DEFAULTS
 from projections.engagement.tables import STABLE as ENGAGEMENT
@@ -83,7 +84,7 @@ def _day_range(as_of: datetime | None, days: int) -> tuple[date, date] | None:
     if as_of is None:
         return None
     end = as_of.date()
-    return end - timedelta(days=days - 1), end
+    return shift_day(end, -timedelta(days=days - 1)), end
 
 
 def _point(d: engagement.DailyMetrics) -> models.DayPoint:
@@ -291,7 +292,7 @@ def retention(snap: Snapshot, community: str, weeks: int) -> models.RetentionVie
     cohorts: list[engagement.Cohort] = []
     if as_of is not None and snap.has(ENGAGEMENT.cohorts.name, ENGAGEMENT.cohort_sizes.name):
         last = as_of.date() - timedelta(days=as_of.weekday())
-        first = last - timedelta(weeks=weeks - 1)
+        first = shift_day(last, -timedelta(weeks=weeks - 1))
         cohorts = engagement.cohort_retention(snap.conn, community, first, last)
     return models.RetentionView(
         community=community,
@@ -313,7 +314,7 @@ def crisis(snap: Snapshot, community: str, hours: int) -> models.CrisisView:
     start = end = None
     if as_of is not None and snap.has(ENGAGEMENT.hourly.name):
         end = as_of.replace(minute=0, second=0, microsecond=0)
-        start = end - timedelta(hours=hours - 1)
+        start = shift_time(end, -timedelta(hours=hours - 1))
         points = [
             models.CrisisPoint(
                 hour=h.hour,

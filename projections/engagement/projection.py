@@ -47,6 +47,7 @@ from events.catalogue import (
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key
+from projections.dates import shift_day
 from projections.engagement import days
 from projections.engagement.settings import (
     COHORT_WEEKS,
@@ -69,6 +70,7 @@ from projections.engagement.tables import (
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
 _DAY: Final = timedelta(days=1)
+_WEEK: Final = timedelta(weeks=1)
 _COLUMN: Final = {name: i for i, name in enumerate(DAILY_COUNTERS)}
 
 
@@ -165,7 +167,7 @@ class _Member:
         """Whether the member was active on any day of the week starting ``monday``."""
         if self.base is None:
             return False
-        return days.has_any(self.active, self.base, monday, monday + timedelta(days=6))
+        return days.has_any(self.active, self.base, monday, shift_day(monday, _WEEK - _DAY))
 
 
 class _Post:
@@ -436,7 +438,10 @@ class _Fold:
         key = (c, cohort)
         self.sizes[key] = self.sizes.get(key, 0) + delta
         for week in range(COHORT_WEEKS + 1):
-            if m.active_in_week(cohort + timedelta(weeks=week)):
+            monday = shift_day(cohort, week * _WEEK)
+            if week and monday == date.max:
+                break  # weeks after the calendar's last day: none to count
+            if m.active_in_week(monday):
                 cell = (c, cohort, week)
                 self.cohorts[cell] = self.cohorts.get(cell, 0) + delta
 
@@ -482,13 +487,15 @@ class _Fold:
         ``day .. day + width - 1``, the previous active day for ``d < before + width`` and the
         next one for ``d >= after``.
         """
-        first = day if before is None else max(day, before + timedelta(days=width))
-        last = day + timedelta(days=width - 1)
+        first = day if before is None else max(day, shift_day(before, width * _DAY))
+        last = shift_day(day, (width - 1) * _DAY)
         if after is not None:
             last = min(last, after - _DAY)
         d = first
         while d <= last:
             self.count(c, d, column)
+            if d == last:  # not one day further: `last` may be the calendar's last day
+                break
             d += _DAY
 
     # -- writing -------------------------------------------------------------------------------

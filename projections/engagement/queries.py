@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from projections.dates import shift_time
 from projections.engagement.settings import COHORT_WEEKS, DEFAULTS
 from projections.engagement.tables import DAILY_COUNTERS, STABLE, EngagementTables
 
@@ -96,6 +97,8 @@ def daily_series(
                 **v,
             )
         )
+        if day == end:  # not one day further: `end` may be the calendar's last day
+            break
         day += timedelta(days=1)
     return out
 
@@ -130,7 +133,7 @@ def responsiveness(
     """
     p = t.posts
     since = datetime(start.year, start.month, start.day, tzinfo=UTC)
-    until = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+    until = shift_time(datetime(end.year, end.month, end.day, tzinfo=UTC), timedelta(days=1))
     day: sa.ColumnElement[date]
     if conn.dialect.name == "postgresql":
         day = sa.cast(sa.func.timezone("UTC", p.c.created_at), sa.Date)
@@ -359,7 +362,7 @@ def inactive_members(
     acted): it is exact for an ``as_of`` at or after the newest event, the dashboard's case.
     """
     at = _as_utc(as_of)
-    cutoff = at - timedelta(days=days)
+    cutoff = shift_time(at, -timedelta(days=days))
     m = t.members
     stayed = sa.or_(m.c.left_at.is_(None), m.c.last_joined_at > m.c.left_at)
     idle = sa.or_(
@@ -502,7 +505,7 @@ def crisis_hours(
     rows = conn.execute(
         sa.select(h.c.hour, h.c.reports, h.c.negative).where(
             h.c.community == community,
-            h.c.hour >= first - baseline_hours * _HOUR,
+            h.c.hour >= shift_time(first, -baseline_hours * _HOUR),
             h.c.hour <= last,
         )
     ).all()
@@ -510,10 +513,11 @@ def crisis_hours(
     n = baseline_hours
     k2 = Fraction(k) ** 2
     window: list[int] = []
-    at = first - n * _HOUR
+    at = shift_time(first, -n * _HOUR)
     while at < first:
         window.append(sum(found.get(at, (0, 0))))
         at += _HOUR
+    window[:0] = [0] * (n - len(window))  # hours before the calendar's first count as zero
     s1 = sum(window)
     s2 = sum(v * v for v in window)
     out: list[CrisisHour] = []
@@ -540,6 +544,8 @@ def crisis_hours(
         head = (head + 1) % n
         s1 += signal - old
         s2 += signal * signal - old * old
+        if at == last:  # not one hour further: `last` may be the calendar's last hour
+            break
         at += _HOUR
     return out
 

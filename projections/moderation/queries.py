@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from events.fields import ReportReason
 from projections.api import TableNamer
+from projections.dates import shift_time
 from projections.moderation.projection import (
     LOG,
     MEMBERS,
@@ -372,7 +373,7 @@ def sla_breaches(
     """
     at = _as_utc(as_of)
     sla = DEFAULT_SETTINGS.sla_hours if sla_hours is None else sla_hours
-    cutoff = at - timedelta(hours=sla)
+    cutoff = shift_time(at, -timedelta(hours=sla))
     q, log = tables.queue, tables.log
     open_now = sa.select(
         q.c.target_kind,

@@ -3,7 +3,8 @@
 Both doors (HTTP and NATS request-reply) hand the token and the raw body to
 :meth:`IngestHandler.handle` and send back the :class:`IngestReply` it returns, so they answer
 alike. The body is one event (a JSON object) or a batch (a JSON array of events); each event is
-validated strictly with :meth:`events.codec.Codec.validate_json`, checked against the producer's
+validated strictly with :meth:`events.codec.Codec.validate_json` (and its ``occurred_at`` against
+this service's clock, :func:`events.codec.check_clock_skew`), checked against the producer's
 grant and published with the reliable publisher (``Nats-Msg-Id`` = the event id, so a re-sent
 event is answered ``duplicate``, not stored twice). ``duplicate`` is only said when the stored copy
 is this very event; an id that names *another* stored event (a reused or squatted id) is answered
@@ -26,14 +27,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 import msgspec
 import structlog
 
 from events.catalogue import Event
-from events.codec import CODEC, Codec
+from events.codec import CODEC, Codec, check_clock_skew
 from events.errors import EventError, InvalidEvent
+from events.limits import DEFAULT_MAX_FUTURE_SKEW
 from events.publisher import PublishResult, PublishStatus
 from services.ingest.tokens import Grant, Grants
 
@@ -112,7 +115,9 @@ UNAUTHORIZED_REPLY: Final = refusal(
 class IngestHandler:
     """Validates, authorises and publishes the events of ingest requests.
 
-    ``max_body_bytes`` bounds a request body, ``max_batch`` the events of one batch.
+    ``max_body_bytes`` bounds a request body, ``max_batch`` the events of one batch;
+    ``max_future_skew`` is how far past the service's clock an ``occurred_at`` may lie (an event
+    dated later is rejected, like any other contract violation).
     """
 
     def __init__(
@@ -123,12 +128,14 @@ class IngestHandler:
         max_body_bytes: int,
         max_batch: int,
         codec: Codec = CODEC,
+        max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
     ) -> None:
         self.grants: Final = grants
         self.publisher: Final = publisher
         self.max_body_bytes: Final = max_body_bytes
         self.max_batch: Final = max_batch
         self.codec: Final = codec
+        self.max_future_skew: Final = max_future_skew
         self._batch = msgspec.json.Decoder(list[msgspec.Raw])
 
     def authenticate(self, token: str | None) -> Grant | None:
@@ -178,9 +185,11 @@ class IngestHandler:
     async def _process(self, grant: Grant, raws: list[bytes | memoryview]) -> list[EventResult]:
         results: list[EventResult | None] = [None] * len(raws)
         accepted: list[tuple[int, Event]] = []
+        now = datetime.now(UTC)  # the receive time: one clock reading per request
         for index, raw in enumerate(raws):
             try:
                 event = self.codec.validate_json(raw)
+                check_clock_skew(event, now, self.max_future_skew)
             except InvalidEvent as error:
                 results[index] = EventResult(
                     index, Outcome.REJECTED, field=error.field, reason=error.reason

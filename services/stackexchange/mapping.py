@@ -363,17 +363,26 @@ def _fix_tag(name: str) -> str:
     return tag[:MAX_TAG_LENGTH]
 
 
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+"""Characters free text may not hold (events.limits.TEXT_PATTERN), for ``str.translate``."""
+
+
+def free_text(text: str | None) -> str:
+    """``text`` without the control characters the contract refuses (TAB, LF, CR are kept)."""
+    return (text or "").translate(_CONTROLS)
+
+
 def fit_text(text: str | None, limit: int = MAX_BODY_LENGTH) -> tuple[str, bool]:
-    """Text without NUL, cut to ``limit`` characters (with :data:`TRUNCATION_MARK`) if longer."""
-    text = (text or "").replace("\x00", "")
+    """Free text (:func:`free_text`), cut to ``limit`` characters (with :data:`TRUNCATION_MARK`)."""
+    text = free_text(text)
     if len(text) <= limit:
         return text, False
     return text[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK, True
 
 
 def fit_title(text: str | None) -> tuple[str | None, bool]:
-    """A title without NUL, cut to the contract's length; None when it is empty."""
-    text = (text or "").replace("\x00", "").strip()
+    """A title as free text, cut to the contract's length; None when it is empty."""
+    text = free_text(text).strip()
     if not text:
         return None, False
     if len(text) <= MAX_TITLE_LENGTH:
@@ -516,7 +525,7 @@ class _Mapper:
             actor=member,
             occurred_at=to_datetime(row["t"]),
             member=member,
-            display_name=(row["name"] or "").replace("\x00", "")[:100],
+            display_name=free_text(row["name"])[:100],
         )
 
     def _post(self, row: sqlite3.Row) -> AnyEvent:

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -321,3 +321,36 @@ def test_the_data_dir_setting_is_used(tmp_path: Path) -> None:
     result = agora(*_demo_args("--duration", "0"), cwd=tmp_path, AGORA_DATA_DIR=str(data_dir))
     assert result.returncode == 0, result.stderr
     assert (data_dir / "nats" / "jetstream").is_dir()
+
+
+def test_publish_refuses_what_the_contract_refuses_and_events_past_the_clock(
+    url: str, tmp_path: Path
+) -> None:
+    """Issue 14: `agora publish` stored each of these lines on main (all but the last)."""
+    base = json.loads(_jsonl(1)[0])
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [
+        json.dumps({**base, "occurred_at": "9999-12-31T23:59:59Z"}),
+        json.dumps({**base, "occurred_at": "2024-03-14 09:26:53Z"}),
+        json.dumps({**base, "id": base["id"].upper()}),
+        json.dumps({**base, "display_name": "a\u0000b"}),
+        json.dumps(base)[:-1] + ', "member": "m2"}',
+        json.dumps({**base, "occurred_at": ahead}),
+        json.dumps(base),
+    ]
+    assert agora("stream", "init", cwd=tmp_path, AGORA_NATS_URL=url).returncode == 0
+    result = agora(
+        "publish", "--json", "-", cwd=tmp_path, input="\n".join(lines), AGORA_NATS_URL=url
+    )
+    report = json.loads(result.stdout)
+    assert (report["stored"], report["invalid"]) == (1, 6)
+    fields = [(e["line"], e["field"]) for e in report["errors"]]
+    assert fields == [
+        (1, "occurred_at"),
+        (2, "occurred_at"),
+        (3, "id"),
+        (4, "display_name"),
+        (5, "member"),
+        (6, "occurred_at"),
+    ]
+    assert "clock skew" in report["errors"][5]["error"]

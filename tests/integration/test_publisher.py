@@ -413,3 +413,27 @@ def test_result_ok() -> None:
     assert PublishResult(event_id, PublishStatus.STORED, "s", 1).ok
     assert PublishResult(event_id, PublishStatus.DUPLICATE, "s", 1).ok
     assert not PublishResult(event_id, PublishStatus.FAILED, "s", error="why").ok
+
+
+async def test_an_event_dated_past_the_clock_skew_is_not_sent(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """Issue 14: ``occurred_at`` may lie at most ``max_future_skew`` past the publisher's clock.
+
+    On main an event dated an hour ahead (or in 9999, within the contract then) was stored.
+    """
+    publisher = Publisher(nc, max_future_skew=timedelta(minutes=5))
+    ahead = msgspec.structs.replace(
+        sample(MemberJoined, n=1), occurred_at=datetime.now(UTC) + timedelta(hours=1)
+    )
+    near = msgspec.structs.replace(
+        sample(MemberJoined, n=2), occurred_at=datetime.now(UTC) + timedelta(minutes=1)
+    )
+    with pytest.raises(InvalidEvent, match="clock skew"):
+        await publisher.publish(ahead)
+    results = await publisher.publish_many([ahead, near])
+    assert [r.status for r in results] == [PublishStatus.FAILED, PublishStatus.STORED]
+    assert "clock skew" in (results[0].error or "")
+    assert (await js.stream_info(STREAM)).state.messages == 1
+    with pytest.raises(InvalidPublisherSetting):
+        Publisher(nc, max_future_skew=timedelta(days=2))

@@ -33,6 +33,7 @@ VALID: dict[str, tuple[str, Any]] = {
     "publish_timeout": ("2.5", 2.5),
     "publish_deadline": ("20", 20.0),
     "publish_max_in_flight": ("512", 512),
+    "publish_max_future_skew": ("60", 60.0),
     "ingest_tokens": ("/etc/agora/ingest-tokens.json", "/etc/agora/ingest-tokens.json"),
     "ingest_max_body_bytes": ("65536", 65536),
     "ingest_max_batch": ("100", 100),
@@ -56,6 +57,7 @@ MALFORMED: dict[str, str] = {
     "publish_timeout": "0",
     "publish_deadline": "soon",
     "publish_max_in_flight": "0",
+    "publish_max_future_skew": "86401",
     "ingest_max_body_bytes": "1",
     "ingest_max_batch": "0",
     "http_header_timeout": "0",
@@ -81,6 +83,7 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.publish_timeout == 5.0
     assert settings.publish_deadline == 30.0
     assert settings.publish_max_in_flight == 4096
+    assert settings.publish_max_future_skew == 300.0
     assert (settings.ingest_max_body_bytes, settings.ingest_max_batch) == (1_048_576, 500)
     assert (settings.log_format, settings.log_level) == ("auto", "info")
     assert settings.effective_database_url == (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,14 @@ async def test_a_batch_with_one_bad_event_publishes_the_others(
         ({"community": "c 42"}, "community", ""),
         ({"occurred_at": "2024-03-14T09:26:53+02:00"}, "occurred_at", ""),
         ({"body": "x" * 70_000}, "$", "the limit is 65536"),
+        # Issue 14, findings 1 and 7: each answered 200 (stored) on main.
+        ({"occurred_at": "9999-12-31T23:59:59Z"}, "occurred_at", "1970-01-01 to 2999-12-31"),
+        ({"occurred_at": "0001-01-01T00:00:00Z"}, "occurred_at", "1970-01-01 to 2999-12-31"),
+        ({"occurred_at": "2024-03-14 09:26:53Z"}, "occurred_at", "upper-case T"),
+        ({"title": "auto\u0000hide"}, "title", "control character"),
+        ({"body": "a\u001bb"}, "body", "control character"),
+        ({"id": "3F2B8C1E-5A4D-4E6F-9B7A-1C2D3E4F5A01"}, "id", "canonical UUID"),
+        ({"id": "3f2b8c1e5a4d4e6f9b7a1c2d3e4f5a01"}, "id", "canonical UUID"),
     ],
 )
 async def test_rejections_carry_the_codec_field_and_reason(
@@ -312,3 +321,35 @@ def test_the_openapi_document_describes_the_endpoint(handler: IngestHandler) -> 
         assert ref.startswith("#/components/schemas/"), ref
         assert ref.rsplit("/", 1)[1] in schemas, ref
     assert schemas["PostCreated"]["additionalProperties"] is False
+
+
+async def test_an_event_dated_past_the_clock_skew_is_rejected(
+    publisher: FakePublisher, handler: IngestHandler
+) -> None:
+    """Issue 14: ``occurred_at`` may lie at most ``max_future_skew`` after the receive time.
+
+    On main an event dated an hour ahead was stored.
+    """
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    near = datetime.now(UTC) + timedelta(minutes=1)
+    reply = await handler.handle(
+        TOKEN,
+        body(
+            payload(occurred_at=ahead.isoformat().replace("+00:00", "Z")),
+            payload(occurred_at=near.isoformat().replace("+00:00", "Z")),
+        ),
+    )
+    assert reply.results is not None
+    assert [r.status for r in reply.results] == ["rejected", "stored"]
+    assert reply.results[0].field == "occurred_at"
+    assert "clock skew" in (reply.results[0].reason or "")
+    assert len(publisher.published) == 1
+
+
+async def test_duplicate_keys_are_rejected(handler: IngestHandler) -> None:
+    """Issue 14, finding 7: a key given twice was accepted (msgspec keeps the last)."""
+    raw = json.dumps(payload()).encode()
+    reply = await handler.handle(TOKEN, raw[:-1] + b', "title": "second"}')
+    assert reply.status == 422
+    assert reply.results is not None
+    assert (reply.results[0].field, reply.results[0].status) == ("title", Outcome.REJECTED)

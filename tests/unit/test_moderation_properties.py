@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import event as note
 from hypothesis import strategies as st
-from strategies import event_of
+from strategies import event_of, utc_datetimes
 from support.engine import dump
 
 from events import (
@@ -54,6 +54,7 @@ from events import (
     ReplyDeleted,
     subject_of,
 )
+from events.limits import MAX_EVENT_TIME
 from projections.database import create_engine
 from projections.moderation import DEFAULT_SETTINGS, ModerationQueue, ModerationSettings
 from projections.moderation.projection import REPORT_STATUSES
@@ -104,7 +105,7 @@ def targeted_histories(draw: st.DrawFn, max_size: int = 60) -> list[Event]:
         at += timedelta(minutes=draw(st.integers(-60, 18 * 60)))
         when = at
         if draw(st.integers(0, 30)) == 0:
-            when = draw(st.datetimes(timezones=st.just(UTC)))  # anywhere in years 1..9999
+            when = draw(utc_datetimes())  # anywhere in the contract's range, 1970..2999
         common: dict[str, Any] = {
             "id": draw(st.uuids(version=4)),
             "community": draw(st.sampled_from(["c1", "c1", "c1", "c2"])),
@@ -143,7 +144,9 @@ def targeted_histories(draw: st.DrawFn, max_size: int = 60) -> list[Event]:
                 target_kind=kind,
                 target_author=author,
                 decision=decision,
-                until=when + timedelta(days=7) if decision == "suspend" else None,
+                until=min(when + timedelta(days=7), MAX_EVENT_TIME)
+                if decision == "suspend"
+                else None,
             )
         elif step in ("hide", "restore") and kind != "member":
             cls = ContentHidden if step == "hide" else ContentRestored
