@@ -18,7 +18,7 @@ from events.catalogue import AnyEvent
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row
 from projections.database import create_engine
-from projections.store import FoldFailed, ProjectionStore, RawMessage
+from projections.store import FoldFailed, FoldPolicy, ProjectionStore, RawMessage
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 CAP = 2
@@ -166,8 +166,8 @@ def test_without_the_second_round_the_fold_cannot_read_the_author(tmp_path: Path
         for seq, e in enumerate(_events(), start=1)
     ]
     store.apply(1, 0, 0, messages[:3])
-    with pytest.raises(FoldFailed) as failed:
-        store.apply(1, 0, 3, messages[3:])
+    with pytest.raises(FoldFailed) as failed:  # the pause policy: the error reaches the caller
+        store.apply(1, 0, 3, messages[3:], FoldPolicy.PAUSE)
     assert isinstance(failed.value.error, KeyError)
     assert "was not requested" in str(failed.value.error)
     engine.dispose()
@@ -298,7 +298,8 @@ def test_a_fold_whose_reads_never_settle_is_paused_with_the_reason(tmp_path: Pat
     store.ensure(1)
     first = _events()[0]
     with pytest.raises(FoldFailed) as failed:
-        store.apply(1, 0, 0, [RawMessage(1, f"agora.c1.{first.TYPE}", CODEC.encode(first), 1)])
+        message = RawMessage(1, f"agora.c1.{first.TYPE}", CODEC.encode(first), 1)
+        store.apply(1, 0, 0, [message], FoldPolicy.PAUSE)
     assert "still names new rows after 16 rounds" in str(failed.value)
     assert store.checkpoint(1) == 0
     engine.dispose()
