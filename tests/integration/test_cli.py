@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agora.demo import DEFAULT_DATA
 from agora.embedded import EmbeddedNats, free_port
 from agora.sample import sample_events
 from events.codec import encode
@@ -260,7 +261,10 @@ def test_demo_runs_on_the_embedded_server_and_keeps_its_store(tmp_path: Path) ->
     assert "stream AGORA created" in result.stdout
     assert "moderator token of this run: " in result.stdout
     imported = re.search(r"imported ([\d,]+) events of beer .* failed 0", result.stdout)
-    assert imported, result.stdout
+    if DEFAULT_DATA.is_dir():  # the beer dump beside the repository, as the demo looks for it
+        assert imported, result.stdout
+    else:  # a clone elsewhere: the demo says so and runs on the simulator's traffic alone
+        assert imported is None and "no Stack Exchange dump found" in result.stdout
     assert "projections caught up with stream seq" in result.stdout
     assert "live:" in result.stdout
     published = re.search(r"simulator published ([\d,]+) events \(.*, failed 0\)", result.stdout)
@@ -268,7 +272,8 @@ def test_demo_runs_on_the_embedded_server_and_keeps_its_store(tmp_path: Path) ->
     assert published and last, result.stdout
     head = int(last[1].replace(",", ""))
     assert int(published[1].replace(",", "")) > 0
-    assert head >= int(imported[1].replace(",", "")) + int(published[1].replace(",", ""))
+    history = int(imported[1].replace(",", "")) if imported else 0
+    assert head >= history + int(published[1].replace(",", ""))
 
     # the store outlives the demo: the next command's embedded server finds the events
     info = agora("stream", "info", "--json", cwd=tmp_path)
