@@ -7,6 +7,8 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The slowest tests are listed at the end of every run, so the suite's time stays in view.
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: install demo up browser test check lint types pytest bench schema docs clean
 
