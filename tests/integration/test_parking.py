@@ -39,6 +39,7 @@ from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 from support.engine import (
     DB_KINDS,
+    Breakable,
     checkpoint_row,
     counts,
     database_url,
@@ -55,8 +56,6 @@ from support.engine import (
 from agora.embedded import EmbeddedNats
 from events import CODEC, Event, MemberJoined, derived_event_id
 from events.subjects import subject_of
-from projections.api import Delivered
-from projections.changes import Changes
 from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.errors import DatabaseError
@@ -68,19 +67,6 @@ FAST = WorkerSettings(
     stall_timeout=2.0, idle_heartbeat=0.5, status_interval=0.2, lock_poll=0.1, db_retry=0.2
 )
 """Worker settings for tests (the fold policy is the default one)."""
-
-
-class Breakable(EventCounts):
-    """EventCounts whose fold raises on events whose actor is in ``broken`` (the bug)."""
-
-    def __init__(self, *broken: str) -> None:
-        self.broken = set(broken)
-
-    def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
-        for delivered in batch:
-            if delivered.event.actor in self.broken:
-                raise RuntimeError(f"cannot fold the event at seq {delivered.seq}")
-        super().fold(batch, changes)
 
 
 def sample(engine: sa.Engine, table: str) -> list[tuple[Any, ...]]:

@@ -28,7 +28,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,14 +38,12 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
-from support.engine import DB_KINDS, dump, postgres_database
+from support.engine import DB_KINDS, Breakable, dump, postgres_database
 
 from agora.registry import get_projections
 from agora.sample import sample_events
 from events import CODEC, Event, subject_of
-from projections.api import Delivered, Projection
-from projections.changes import Changes
-from projections.counts import EventCounts
+from projections.api import Projection
 from projections.database import create_engine
 from projections.runner import Worker, WorkerSettings
 from projections.store import ProjectionStore, RawMessage
@@ -67,19 +65,6 @@ class Sent:
     data: bytes
     expect: str | None  # the dead-letter kind it must get; None if applied or a copy
     community: str | None = None  # the event's community, when it is a valid event or a repeat
-
-
-class Breakable(EventCounts):
-    """``event_counts`` whose fold raises on the poison actor's events until it is fixed."""
-
-    def __init__(self) -> None:
-        self.broken = True
-
-    def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
-        for delivered in batch:
-            if self.broken and delivered.event.actor == POISON:
-                raise RuntimeError(f"cannot fold the event at seq {delivered.seq}")
-        super().fold(batch, changes)
 
 
 def _bad_json(rng: random.Random, valid: bytes) -> bytes:
@@ -297,7 +282,7 @@ async def test_hostile_messages_are_set_aside_and_every_valid_event_is_applied(
         if s.kind in ("valid", "poison")
     ]
 
-    breakable = Breakable()
+    breakable = Breakable(POISON)
     projections: list[Projection] = [breakable]
     projections += [p for p in get_projections() if p.name != breakable.name]
     fuzzed = create_engine(urls[0])
@@ -350,9 +335,8 @@ async def test_hostile_messages_are_set_aside_and_every_valid_event_is_applied(
             assert mine == clean_run(urls[1], store.projection, clean, seen), name
 
         # The fix, then the release: the poisoned projection ends as if it had never failed.
-        breakable.broken = False
+        breakable.broken.clear()
         fixed = Breakable()
-        fixed.broken = False
         released = stores[0].retry_community(1, poisoned.community)
         assert stores[0].parked_communities(1) == [], released
         got = {

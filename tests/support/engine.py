@@ -30,6 +30,9 @@ from events import (
     derived_event_id,
 )
 from events.subjects import subject_of
+from projections.api import Delivered
+from projections.changes import Changes
+from projections.counts import EventCounts
 from projections.database import reader
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -221,3 +224,16 @@ DB_KINDS = [
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 """Parametrisation over both supported databases; PostgreSQL tests carry the postgres marker."""
+
+
+class Breakable(EventCounts):
+    """EventCounts whose fold raises on events whose actor is in ``broken`` (the bug)."""
+
+    def __init__(self, *broken: str) -> None:
+        self.broken = set(broken)
+
+    def fold(self, batch: Sequence[Delivered], changes: Changes) -> None:
+        for delivered in batch:
+            if delivered.event.actor in self.broken:
+                raise RuntimeError(f"cannot fold the event at seq {delivered.seq}")
+        super().fold(batch, changes)
