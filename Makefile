@@ -7,8 +7,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The slowest tests are listed at the end of every run, so the suite's time stays in view.
-PYTEST_ARGS ?= --durations=25
+# Tests run in two processes (pytest-xdist; each test has its own NATS server and database, so
+# they do not share state), and the slowest are listed at the end, so the suite's time stays in view.
+PYTEST_ARGS ?= --numprocesses=auto --maxprocesses=4 --dist=worksteal --durations=25
 
 .PHONY: install demo up browser test check lint types pytest bench schema docs clean
 
