@@ -38,8 +38,7 @@ from projections.database import create_engine
 from projections.errors import ProjectionError
 from projections.runner import Worker, WorkerSettings
 
-# The status rules moved to projections.status; these names stay importable from here while the
-# CLI, being split into a package, still imports them from this module.
+# The status rules live in projections.status; the build commands still import these from here.
 from projections.status import LIVE_STATES as LIVE_STATES
 from projections.status import STALE_AFTER as STALE_AFTER
 from projections.status import (
@@ -47,10 +46,10 @@ from projections.status import (
     PartitionStatus,
     StatusRow,
     parked_rows,
-    parse_time,
     read_status,
     with_lag,
 )
+from projections.status import parse_time as parse_time
 from projections.store import GenerationRow, ProjectionStore
 from projections.supervisor import Supervisor, build_and_swap
 
