@@ -37,7 +37,19 @@ from events.subjects import STREAM
 from projections.database import create_engine
 from projections.errors import ProjectionError
 from projections.runner import Worker, WorkerSettings
-from projections.status import ParkedRow, PartitionStatus, parked_rows, read_status
+
+# The status rules live in projections.status; the build commands still import these from here.
+from projections.status import LIVE_STATES as LIVE_STATES
+from projections.status import STALE_AFTER as STALE_AFTER
+from projections.status import (
+    ParkedRow,
+    PartitionStatus,
+    StatusRow,
+    parked_rows,
+    read_status,
+    with_lag,
+)
+from projections.status import parse_time as parse_time
 from projections.store import GenerationRow, ProjectionStore
 from projections.supervisor import Supervisor, build_and_swap
 
@@ -45,17 +57,12 @@ log = structlog.get_logger("agora.workers")
 
 #: Seconds a JetStream request of these helpers may take.
 REQUEST_TIMEOUT = 5.0
-#: Seconds after which a worker's status row is considered stale (its process likely gone).
-STALE_AFTER = 30.0
 #: Seconds between two progress log lines of `agora worker`, per projection.
 LOG_EVERY = 5.0
 #: Seconds between two looks at a building generation in the database.
 BUILD_POLL = 0.25
 #: Seconds the workers of a build may take to stop after it is stopped.
 STOP_TIMEOUT = 30.0
-
-#: Generation states whose paused partitions count as a failure (retired ones are history).
-LIVE_STATES = frozenset({"active", "building"})
 
 
 class EngineError(AgoraError):
@@ -153,27 +160,6 @@ async def seq_at_time(js: JetStreamContext, when: datetime) -> int:
     if info.delivered is None:
         raise EngineError("the server did not report the consumer's starting sequence")
     return int(info.delivered.stream_seq) + 1
-
-
-async def lag_age(
-    js: JetStreamContext, checkpoint: int, now: datetime | None = None
-) -> float | None:
-    """Seconds since the oldest event not applied yet (the one after ``checkpoint``) was stored.
-
-    None when there is no such message: the checkpoint is at the head (caught up).
-    """
-    try:
-        message = await js.get_msg(STREAM, checkpoint + 1)
-    except nats.js.errors.NotFoundError:
-        return None
-    except (nats.errors.Error, TimeoutError) as error:
-        raise EngineError(
-            f"cannot read stream message {checkpoint + 1}: {one_line(error)}"
-        ) from None
-    if message.time is None:
-        return None
-    stored = message.time if message.time.tzinfo else message.time.replace(tzinfo=UTC)
-    return max(0.0, ((now or datetime.now(UTC)) - stored).total_seconds())
 
 
 # -- running workers ---------------------------------------------------------------------------
@@ -338,14 +324,6 @@ def _paused_since(
     ]
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """A status timestamp as an aware datetime (SQLite returns them naive, in UTC)."""
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 async def build_generation(
     js: JetStreamContext,
     store: ProjectionStore,
@@ -462,89 +440,10 @@ async def build_generation(
 # -- status ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StatusRow:
-    """One partition of one generation, with its lag against the stream's head."""
-
-    projection: str
-    generation: int
-    version: int
-    generation_state: str
-    partition: int
-    checkpoint: int
-    stream_last_seq: int | None
-    lag_events: int | None
-    lag_seconds: float | None
-    rate: float | None
-    worker_state: str | None
-    stale: bool
-    error: str | None
-    worker: str | None
-    dead_letters: int
-    events: int
-    duplicates: int
-    updated_at: str | None
-
-    @property
-    def paused(self) -> bool:
-        """True when a live (active or building) partition is paused by a fold error."""
-        return self.worker_state == "paused" and self.generation_state in LIVE_STATES
-
-
 def read_partitions(engine: Engine, projection: str | None = None) -> list[PartitionStatus]:
     """Every partition of every non-dropped generation, from the database."""
     with translate("cannot read projection status"):
         return read_status(engine, projection)
-
-
-async def with_lag(
-    js: JetStreamContext | None,
-    partitions: Sequence[PartitionStatus],
-    now: datetime | None = None,
-) -> tuple[int | None, list[StatusRow]]:
-    """The stream head and each partition's lag (in events and seconds); no NATS: no lag."""
-    now = now or datetime.now(UTC)
-    head = await stream_head(js) if js is not None else None
-    ages: dict[int, float | None] = {}
-    rows: list[StatusRow] = []
-    for p in partitions:
-        lag = max(head - p.checkpoint, 0) if head is not None else None
-        age: float | None = None
-        if js is not None and lag:
-            if p.checkpoint not in ages:
-                ages[p.checkpoint] = await lag_age(js, p.checkpoint, now)
-            age = ages[p.checkpoint]
-        elif lag == 0:
-            age = 0.0
-        updated = parse_time(p.updated_at)
-        stale = (
-            p.worker_state in ("running", "catching_up", "waiting")
-            and updated is not None
-            and (now - updated).total_seconds() > STALE_AFTER
-        )
-        rows.append(
-            StatusRow(
-                projection=p.projection,
-                generation=p.generation,
-                version=p.version,
-                generation_state=p.generation_state,
-                partition=p.partition,
-                checkpoint=p.checkpoint,
-                stream_last_seq=head,
-                lag_events=lag,
-                lag_seconds=round(age, 3) if age is not None else None,
-                rate=p.rate,
-                worker_state=p.worker_state,
-                stale=stale,
-                error=p.error,
-                worker=p.worker,
-                dead_letters=p.dead_letters,
-                events=p.events,
-                duplicates=p.duplicates,
-                updated_at=updated.isoformat().replace("+00:00", "Z") if updated else None,
-            )
-        )
-    return head, rows
 
 
 async def projection_status(
@@ -554,7 +453,8 @@ async def projection_status(
     partitions = await asyncio.to_thread(read_partitions, engine, projection)
     try:
         async with Stack(settings, name="agora-status") as stack:
-            head, rows = await with_lag(stack.js, partitions)
+            with translate():
+                head, rows = await with_lag(stack.js, partitions)
     except AgoraError as error:
         _, rows = await with_lag(None, partitions)
         return None, rows, str(error)

@@ -43,17 +43,19 @@ from support.engine import (
 )
 
 from agora.embedded import EmbeddedNats, free_port
-from agora.workers import lag_age, seq_at_time
+from agora.registry import get_projections
+from agora.workers import seq_at_time
 from events import Event
 from events.publisher import Publisher, PublishStatus
 from projections.api import Delivered
 from projections.changes import Changes
 from projections.counts import EventCounts
 from projections.database import create_engine
+from projections.infra import checkpoints
 from projections.infra import status as status_table
 from projections.locks import WriterLock
 from projections.runner import Worker, WorkerSettings
-from projections.status import read_status, wait_for
+from projections.status import lag_age, read_status, wait_for
 from projections.store import ProjectionStore
 from projections.supervisor import build_and_swap, start_generation
 
@@ -539,16 +541,115 @@ async def test_status_exits_1_when_a_partition_is_paused_and_flags_stale_workers
     assert f"{NAME} g1 p0 is paused: boom" in human.stderr
     assert "paused: boom" in human.stdout
 
-    # ... and what a worker that vanished (killed) leaves.
+    # ... and what a worker that vanished (killed) or froze (SIGSTOP) leaves: not ok either.
+    # Failed before: `"stale": true` with `"ok": true` and exit 0.
     with engine.begin() as conn:
         conn.execute(
             status_table.update().values(
                 state="running", error=None, updated_at=datetime.now(UTC) - timedelta(hours=1)
             )
         )
-    document = await cli.status()
+    document = await cli.status(code=1)
     [stale] = partitions(document, 1)
     assert (stale["worker_state"], stale["stale"]) == ("running", True)
+    assert document["ok"] is False and document["stale"] == 1 and document["paused"] == 0
+    human = await cli("status")
+    assert human.code == 1
+    assert f"{NAME} g1 p0: worker " in human.stderr and "has not written its status" in human.stderr
+    assert "stale 1.0h" in human.stdout
+
+    # A stale worker of a retired generation is history: ok again.
+    assert (await cli("rebuild", NAME)).code == 0
+    document = await cli.status()
+    assert states(document) == {1: "retired", 2: "active"}
+    assert partitions(document, 1)[0]["stale"] is True
+    assert document["ok"] is True and document["stale"] == 0
+
+
+async def test_status_fits_100_columns_and_lists_retired_generations_only_when_asked(
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    nc: Client,
+    js: JetStreamContext,
+    sqlite_url: str,
+    engine_of: Any,
+) -> None:
+    """Failed before: 157 columns, a line per partition, retired generations always listed."""
+    cli = cli_env(nats_server.url, tmp_path, sqlite_url)
+    engine = engine_of(sqlite_url)
+    head = (await publish_events(nc, make_events(3000, seed=61)))[-1][0]
+    projections = get_projections()
+    assert len(projections) >= 5
+    for projection in projections:
+        store = ProjectionStore(engine, projection)
+        store.ensure(1, 4)
+        store.activate(1, require_caught_up=False)
+    rebuilt = ProjectionStore(engine, EventCounts())
+    rebuilt.ensure(2, 4)
+    rebuilt.activate(2, require_caught_up=False)  # g1 is retired
+    # What workers leave behind, with the widest figures a busy store shows.
+    now = datetime.now(UTC)
+    state = {
+        "engagement": "running",
+        "moderation": "catching_up",
+        "reputation": "running",
+        "event_counts": "running",
+    }
+    with engine.begin() as conn:
+        conn.execute(checkpoints.update().values(last_seq=head - 2345, dead_letters=12_345))
+        for projection in projections:
+            for generation in (1, 2):
+                for partition in range(4):
+                    worker = state.get(projection.name)
+                    if worker is None or (generation == 2 and projection.name != NAME):
+                        continue
+                    paused = projection.name == "reputation" and partition == 2
+                    conn.execute(
+                        status_table.insert().values(
+                            projection=projection.name,
+                            generation=generation,
+                            partition=partition,
+                            state="paused" if paused else worker,
+                            error="RuntimeError: cannot fold the event" if paused else None,
+                            worker="a-rather-long-host-name.example.org:123456",
+                            rate=12_345.6,
+                            updated_at=now,
+                        )
+                    )
+
+    def table(stdout: str) -> list[str]:
+        return [
+            line
+            for line in stdout.splitlines()
+            if line.split(" ")[0] in names and line.split()[2] in ("active", "retired")
+        ]
+
+    names = {p.name for p in projections}
+    human = await cli("status")
+    assert human.code == 1, human.stderr  # the paused partition
+    assert max(len(line) for line in human.stdout.splitlines()) <= 100, human.stdout
+    lines = table(human.stdout)
+    # One line per generation whose partitions agree, one per partition otherwise.
+    assert [line.split()[0] for line in lines].count("engagement") == 1
+    assert [line.split()[0] for line in lines].count("reputation") == 4
+    assert [line.split()[0] for line in lines].count(NAME) == 1  # g2; the retired g1 is hidden
+    assert "1 retired generation not shown (--all)" in human.stdout
+    assert not any(" retired " in line for line in lines)
+    assert "paused: RuntimeError: cannot fold the event" in human.stdout
+
+    everything = await cli("status", "--all")
+    assert max(len(line) for line in everything.stdout.splitlines()) <= 100, everything.stdout
+    assert sum(" retired " in line for line in table(everything.stdout)) == 1
+    assert "not shown" not in everything.stdout
+
+    wide = await cli("status", "--wide", "--all")
+    assert "worker id" in wide.stdout and "a-rather-long-host-name" in wide.stdout
+    assert len(table(wide.stdout)) == 0  # boxed rows start with a border
+    assert wide.stdout.count("│ reputation ") == 4
+
+    document = await cli.status(code=1)  # --json: every generation, retired ones included
+    assert states(document) == {1: "retired", 2: "active"}
+    assert len(document["partitions"]) == 4 * (len(projections) + 1)
 
 
 async def test_usage_errors_exit_2_and_a_missing_stream_exits_1(
