@@ -514,7 +514,8 @@ class ModerationQueue(Projection):
 def _configured(base: type[ModerationQueue], settings: ModerationSettings) -> type[ModerationQueue]:
     if settings == base.settings:
         return base
-    namespace = {"settings": settings, "version": version_of(settings)}
+    # Its docstring is the base's: docgen describes the projection by it.
+    namespace = {"settings": settings, "version": version_of(settings), "__doc__": base.__doc__}
     return cast(type[ModerationQueue], type(base.__name__, (base,), namespace))
 
 
