@@ -12,9 +12,10 @@ calls it too, with histories that reach its corners, and adds what only that pro
 
 Each check takes a factory of the projection (a fresh instance per batch, as after a restart or
 a takeover: state kept on the instance between batches is a read the engine cannot see), a
-history of valid events, and the URL of an empty SQLite or PostgreSQL database; it applies the
-history through the real :class:`~projections.store.ProjectionStore`, in generations side by
-side in that database, and raises :class:`KitFailure` saying what differs. The fold policy is
+history of valid events, and an engine on a SQLite or PostgreSQL database (``check_projection``
+takes the URL of an empty one); it applies the history through the real
+:class:`~projections.store.ProjectionStore`, in new generations side by side in that database,
+and raises :class:`KitFailure` saying what differs. The fold policy is
 ``pause``: a fold that raises on a valid event fails the check. The checks:
 
 * :func:`check_batching` -- results independent of batch size and of batch boundaries, and of
