@@ -63,3 +63,9 @@ schema: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .agora .pytest_cache .ruff_cache .mypy_cache tests/e2e/artifacts
+
+# Generated files: the event and table references, and the deploy manifests' projection workers.
+docs: $(STAMP)
+	$(BIN)/python -m agora.docgen > docs/events.md
+	$(BIN)/python -m agora.docgen tables > docs/tables.md
+	$(BIN)/python -m agora.deploygen

@@ -658,7 +658,7 @@ async def test_usage_errors_exit_2_and_a_missing_stream_exits_1(
     cli = cli_env(nats_server.url, tmp_path, sqlite_url)
     unknown = await cli("worker", "nope")
     assert unknown.code == 2
-    assert "unknown projection 'nope' (known: event_counts" in unknown.stderr
+    assert "unknown projection 'nope' (known: engagement, event_counts" in unknown.stderr
     assert (await cli("status", "nope")).code == 2
     assert (await cli("rebuild", "nope")).code == 2
     both = await cli("replay", NAME, "--from-seq", "1", "--from-time", "2026-01-01T00:00:00Z")
