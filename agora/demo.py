@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from agora.config import Settings, env_name
+from agora.config import DEFAULT_DEMO_DATA, Settings, default_demo_data, env_name
 from agora.errors import AgoraError
 from agora.moderation_wiring import run_moderation
 from agora.registry import known_names
@@ -54,7 +54,7 @@ from services.stackexchange.importer import ImportProgress, ImportSummary, impor
 log = structlog.get_logger("agora.demo")
 
 #: The dump ``agora demo`` imports when neither ``--data`` nor ``AGORA_DEMO_DATA`` is given.
-DEFAULT_DATA: Final = Path(__file__).resolve().parents[2] / "shared" / "data" / "stackexchange-beer"
+DEFAULT_DATA: Final = DEFAULT_DEMO_DATA
 #: Seconds between two readings of the stream head and the checkpoints.
 SAMPLE_EVERY: Final = 0.5
 #: Seconds of readings behind the live events/s figure.
@@ -129,7 +129,7 @@ def demo_data(settings: Settings, option: Path | None) -> Path | None:
     """
     chosen = option or settings.demo_data
     if chosen is None:
-        return DEFAULT_DATA if (DEFAULT_DATA / "Posts.xml").is_file() else None
+        return default_demo_data()
     if not (chosen / "Posts.xml").is_file():
         raise NoDump(f"no Stack Exchange dump in {chosen} (no Posts.xml)")
     return chosen
