@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import sys
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterator
@@ -306,7 +307,13 @@ class Display:
         if not self.enabled:
             yield self
             return
-        with Live(Text(""), console=self.console, refresh_per_second=4, transient=False) as live:
+        with Live(
+            Text(""),
+            console=self.console,
+            refresh_per_second=4,
+            transient=False,
+            redirect_stderr=sys.stderr.isatty(),  # log lines above the display, if on a terminal
+        ) as live:
             self.live = live
             try:
                 yield self
