@@ -33,6 +33,7 @@ from rich.console import Console
 
 from agora.config import DEFAULT_DEMO_DATA, Settings, default_demo_data, env_name
 from agora.errors import AgoraError
+from agora.history import import_lines, known_ids, stored_again
 from agora.moderation_wiring import run_moderation
 from agora.progress import Display, Monitor, Reading, catch_up_lines, live_lines
 from agora.serve import run_service
@@ -271,6 +272,7 @@ async def import_history(
             raise AgoraError(str(error)) from error
 
     display.note(f"importing {data} as community {options.community!r}")
+    before = await known_ids(stack.js, options.community)
     task = asyncio.create_task(run())
     try:
         while not task.done():
@@ -295,12 +297,9 @@ async def import_history(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, AgoraError):
                 await task
-    display.note(
-        f"imported {summary.published:,} events of {summary.community} in {summary.seconds:.1f} s:"
-        f" stored {summary.stored:,}, duplicate {summary.duplicate:,}, failed {summary.failed:,}"
-    )
-    for reason, n in summary.failure_reasons.items():
-        display.note(f"  import failed x{n}: {reason}")
+    again = None if before is None else await stored_again(stack.js, options.community, before)
+    for line in import_lines(summary, again):
+        display.note(line)
     return summary
 
 
