@@ -1,9 +1,11 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+ and make:
 #   make demo   -- the main job (creates .venv and installs on first use)
 #   make test   -- lint, type checks and the whole test suite
+# The probe silences each candidate's stderr: a pyenv shim of a version that is not installed
+# exists on PATH but only prints an error when run.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-	&& { echo $$p; break; }; done)
+	2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -112,6 +113,8 @@ class _BuildDisplay:
             TimeRemainingColumn(),
             console=out,
             disable=not self.interactive,
+            # Log lines (stderr) print above the bar, unless stderr goes elsewhere than the bar.
+            redirect_stderr=sys.stderr.isatty(),
         )
         self.task = self.progress.add_task(label, total=None, rate=0.0)
         self.samples: deque[tuple[float, int]] = deque()

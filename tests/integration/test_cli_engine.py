@@ -13,11 +13,16 @@ The last section holds the regression tests of engine problems found on the way.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
+import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -457,6 +462,118 @@ async def test_an_interrupted_rebuild_stays_building_and_is_continued(
         assert await worker.stop(signal.SIGINT) == 0, worker.stderr()
     finally:
         worker.close()
+
+
+# -- output: a progress bar on a terminal, clean JSON in a pipe ----------------------------------
+
+#: Columns of the pseudo-terminal (wide enough for one JSON log line).
+TTY_COLUMNS = 300
+_CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+
+
+def screen_of(raw: str, width: int = TTY_COLUMNS) -> list[str]:
+    """What a terminal shows after ``raw``: the escape codes a rich live display sends, applied."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    i = 0
+    while i < len(raw):
+        match = _CSI.match(raw, i)
+        if match:
+            arg, code = match.groups()
+            if code == "A":  # cursor up
+                row = max(row - int(arg or 1), 0)
+            elif code == "K" and arg == "2":  # erase the whole line
+                rows[row] = []
+            elif not (code == "m" or (code in "hl" and arg == "?25")):  # colours, cursor on/off
+                raise AssertionError(f"escape code not emulated: {match.group()!r}")
+            i = match.end()
+            continue
+        char = raw[i]
+        i += 1
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            row += 1
+        else:
+            if col >= width:
+                row, col = row + 1, 0
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row]
+            line.extend(" " * (col - len(line) + 1))
+            line[col] = char
+            col += 1
+        while len(rows) <= row:
+            rows.append([])
+    return ["".join(line).rstrip() for line in rows]
+
+
+def run_on_a_terminal(
+    cli: Cli, *args: str, stderr: IO[str] | None = None, timeout: float = 120
+) -> tuple[int, str]:
+    """Run ``agora ARGS`` with stdout (and stderr, unless given) on a pseudo-terminal."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, TTY_COLUMNS, 0, 0))
+    env = {**cli.env, "TERM": "xterm-256color", "COLUMNS": str(TTY_COLUMNS)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agora.cli", *args],
+        cwd=cli.cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave if stderr is None else stderr,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = process.wait(timeout)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+async def test_rebuild_logs_above_its_bar_on_a_terminal_and_only_json_on_a_pipe(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: Client, js: JetStreamContext, sqlite_url: str
+) -> None:
+    cli = cli_env(nats_server.url, tmp_path, sqlite_url)
+    await publish_events(nc, make_events(3000, seed=41))
+
+    # A pipe: stdout is the JSON document alone; the log lines of the build went to stderr.
+    piped = await cli("rebuild", NAME, "--json")
+    assert piped.code == 0, piped.stderr
+    assert piped.json()["generation"] == 1
+    assert "writer lock taken" in piped.stderr
+    assert all(json.loads(line)["event"] for line in piped.stderr.splitlines())
+
+    # A terminal: the bar is drawn, and each log line printed during the build is whole, on a
+    # line of its own above the bar, never written into it.
+    code, raw = await asyncio.to_thread(run_on_a_terminal, cli, "rebuild", NAME)
+    assert code == 0, raw
+    screen = screen_of(raw)
+    assert any("━" in line and "g2" in line for line in screen), screen
+    logs = [line for line in screen if '"event"' in line]
+    assert any("writer lock taken" in line for line in logs), screen
+    for line in logs:
+        assert line.startswith("{") and json.loads(line)["event"], line
+    assert any(line.startswith(f"{NAME}: g2 is active") for line in screen), screen
+
+    # A terminal with stderr sent to a file: the log lines go to the file, not to the screen.
+    with (tmp_path / "rebuild.err").open("w") as err:
+        code, raw = await asyncio.to_thread(run_on_a_terminal, cli, "rebuild", NAME, stderr=err)
+    assert code == 0, raw
+    assert '"event"' not in raw and f"{NAME}: g3 is active" in raw
+    assert "writer lock taken" in (tmp_path / "rebuild.err").read_text()
 
 
 # -- times, lag, --no-swap -----------------------------------------------------------------------
