@@ -1223,9 +1223,7 @@ def _params(spec: TableSpec, change: RowChange) -> dict[str, Any]:
 
 
 def _time_ns(moment: datetime) -> int:
-    """Nanoseconds since the epoch of a stored timestamp (SQLite returns it naive, in UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    """Nanoseconds since the epoch of a stored timestamp (aware: see UtcDateTime)."""
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, ClassVar, Final, assert_never, cast
 
 import sqlalchemy as sa
@@ -54,6 +54,7 @@ from events.catalogue import (
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row
+from projections.columns import UtcDateTime
 from projections.reputation.rules import APPROVING, DEFAULT, STACKEXCHANGE, RuleSet
 from projections.reputation.trust import Standing, trust_level
 
@@ -130,10 +131,10 @@ class ReputationProjection(Projection):
             sa.Column("reactions_received", sa.Integer, nullable=False, default=0),
             sa.Column("reports_upheld", sa.Integer, nullable=False, default=0),
             sa.Column("banned", sa.Boolean, nullable=False, default=False),
-            sa.Column("suspended_until", sa.DateTime(timezone=True)),
+            sa.Column("suspended_until", UtcDateTime()),
             sa.Column("first_seq", sa.BigInteger, nullable=False, default=0),
             sa.Column("updated_seq", sa.BigInteger, nullable=False, default=0),
-            sa.Column("updated_at", sa.DateTime(timezone=True), comment="event time"),
+            sa.Column("updated_at", UtcDateTime(), comment="event time"),
         )
         sa.Index(
             table_name(f"{t.members}_leaderboard"),
@@ -150,7 +151,7 @@ class ReputationProjection(Projection):
             sa.Column("member", _ID, nullable=False),
             sa.Column("event_id", sa.Uuid, nullable=False),
             sa.Column("event_type", sa.String(32), nullable=False),
-            sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("occurred_at", UtcDateTime(), nullable=False),
             sa.Column("rule", sa.String(64), nullable=False),
             sa.Column("item_kind", sa.String(8), comment="post or reply the points are tied to"),
             sa.Column("item", _ID),
@@ -231,7 +232,7 @@ class ReputationProjection(Projection):
             sa.Column("community", _ID, primary_key=True),
             sa.Column("member", _ID, primary_key=True),
             sa.Column("event_id", sa.Uuid, nullable=False),
-            sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("occurred_at", UtcDateTime(), nullable=False),
             sa.Column("from_level", sa.SmallInteger, nullable=False),
             sa.Column("to_level", sa.SmallInteger, nullable=False),
         )
@@ -414,13 +415,6 @@ def _listed(names: str, name: str) -> bool:
 
 def _appended(names: str, name: str) -> str:
     return f"{names} {name}" if names else name
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every datetime here is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 class _Step:
@@ -618,7 +612,7 @@ class _Step:
         if event.decision == "ban":
             self._set(author, banned=True)
         if event.until is not None:
-            until = _utc(row["suspended_until"])
+            until = row["suspended_until"]
             if until is None or event.until > until:
                 self._set(author, suspended_until=event.until)
 
@@ -837,7 +831,7 @@ class _Step:
                 reactions_received=int(row["reactions_received"]),
                 reports_upheld=int(row["reports_upheld"]),
                 banned=bool(row["banned"]),
-                suspended_until=_utc(row["suspended_until"]),
+                suspended_until=row["suspended_until"],
             )
             level = trust_level(self.rules, standing, self.at)
             self.stamps[key] = (self.delivered.seq, self.at)
