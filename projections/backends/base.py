@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.dml import Insert
 
 from projections.changes import Key, Row, TableSpec
@@ -48,6 +48,18 @@ class Backend(abc.ABC):
         self.copy_min_rows = copy_min_rows
         """Where bulk loading pays, batches of at least this many rows are written with it."""
         self._statements: dict[tuple[Any, ...], Any] = {}
+
+    # -- connections ------------------------------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    def create_engine(cls, url: sa.URL, **kwargs: Any) -> Engine:
+        """An engine for ``url`` with this database's settings (``kwargs`` go to SQLAlchemy)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def server_version(conn: Connection) -> str:
+        """The database's name and version, as the server reports it."""
 
     # -- the seen table ---------------------------------------------------------------------
 

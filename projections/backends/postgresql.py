@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.dml import Insert
 
 from projections.backends import pgcopy
@@ -32,6 +32,16 @@ class PostgreSQLBackend(Backend):
     """The store's statements on PostgreSQL; batches of ``copy_min_rows`` rows or more use COPY."""
 
     name = "postgresql"
+
+    @classmethod
+    def create_engine(cls, url: sa.URL, **kwargs: Any) -> Engine:
+        """Connections checked before use: a restarted server costs no failed batch."""
+        return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+    @staticmethod
+    def server_version(conn: Connection) -> str:
+        """The server's ``version()`` string."""
+        return str(conn.execute(sa.text("select version()")).scalar())
 
     def insert_seen(self, conn: Connection, seen: sa.Table, rows: Sequence[SeenRow]) -> int:
         """A catch-up batch with COPY, a live one with one statement over four arrays."""

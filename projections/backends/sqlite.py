@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.dml import Insert
 
 from projections.backends.base import (
@@ -25,11 +25,48 @@ from projections.changes import Key, Row, TableSpec
 
 _JSON = msgspec.json.Encoder()
 
+BEGIN_OPTION = "sqlite_begin"
+"""Execution option choosing how a transaction begins: IMMEDIATE (default) or DEFERRED."""
+
+
+def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy emits BEGIN itself (below); pysqlite's own transaction handling must be off.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    # 64 MiB of page cache (default 2 MiB): a catch-up batch touches more pages than that.
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _begin(conn: Any) -> None:
+    # Take the write lock at BEGIN: a transaction that reads the checkpoint and then writes can
+    # otherwise fail to upgrade its lock when another writer got there first. Readers (see
+    # projections.database.reader) begin DEFERRED: in WAL mode they then never wait for a writer.
+    mode = conn.get_execution_options().get(BEGIN_OPTION, "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
+
 
 class SQLiteBackend(Backend):
     """The store's statements on SQLite (there is no bulk path: ``copy_min_rows`` is unused)."""
 
     name = "sqlite"
+
+    @classmethod
+    def create_engine(cls, url: sa.URL, **kwargs: Any) -> Engine:
+        """WAL, ``synchronous=NORMAL``, a busy timeout, and writers that begin IMMEDIATE."""
+        engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(engine, "connect", _pragmas)
+        sa.event.listen(engine, "begin", _begin)
+        return engine
+
+    @staticmethod
+    def server_version(conn: Connection) -> str:
+        """``SQLite`` and the library's version."""
+        return "SQLite " + str(conn.execute(sa.text("select sqlite_version()")).scalar())
 
     def insert_seen(self, conn: Connection, seen: sa.Table, rows: Sequence[SeenRow]) -> int:
         """One ``INSERT OR IGNORE`` of every row; the event id as its 16 bytes."""
