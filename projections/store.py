@@ -27,7 +27,7 @@ from events.codec import CODEC, Codec
 from events.subjects import subject_of
 from projections.api import Delivered, Projection, TableNamer
 from projections.backends import Backend, backend_for
-from projections.backends.base import KEY_CHUNK
+from projections.backends.base import KEY_CHUNK, SeenRows
 from projections.changes import Changes, Key, Row, RowChange, TableSpec, under
 from projections.database import reader
 from projections.errors import (
@@ -958,9 +958,13 @@ class ProjectionStore:
         if not groups:
             return [], 0, []
         rows = [(key, *members[0]) for key, members in groups.items()]
-        inserted = self.backend.insert_seen(
-            conn, gen.seen, [(c, i, d.seq, h) for (c, i), d, h in rows]
+        recorded = SeenRows(
+            [k[0] for k, _, _ in rows],
+            [k[1] for k, _, _ in rows],
+            [d.seq for _, d, _ in rows],
+            [h for _, _, h in rows],
         )
+        inserted = self.backend.insert_seen(conn, gen.seen, recorded)
         if inserted == len(groups) and len(groups) == len(decoded):
             return [d for _, d, _ in rows], 0, []
         earlier = self._seen_elsewhere(conn, gen, rows) if inserted < len(groups) else {}

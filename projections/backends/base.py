@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -27,8 +28,27 @@ Processor = Callable[[Any], Any] | None
 Shape = tuple[frozenset[str], ...]
 """The columns a row change adds to, puts, takes the least and the greatest of."""
 
-SeenRow = tuple[str, UUID, int, int]
-"""A seen-table row: (community, event id, stream sequence, content digest)."""
+
+@dataclass(frozen=True, slots=True)
+class SeenRows:
+    """Seen-table rows by column: the i-th community, event id, sequence and digest are a row.
+
+    Columns, not row tuples: a catch-up batch records thousands of events, and PostgreSQL takes
+    the columns as arrays as they are.
+    """
+
+    communities: list[str]
+    ids: list[UUID]
+    seqs: list[int]
+    digests: list[int]
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def rows(self) -> Iterator[tuple[str, UUID, int, int]]:
+        """The rows as (community, event id, sequence, digest)."""
+        return zip(self.communities, self.ids, self.seqs, self.digests, strict=True)
+
 
 KEY_CHUNK = 500
 """At most this many keys per select by key (ten times as many through an array or JSON)."""
@@ -64,7 +84,7 @@ class Backend(abc.ABC):
     # -- the seen table ---------------------------------------------------------------------
 
     @abc.abstractmethod
-    def insert_seen(self, conn: Connection, seen: sa.Table, rows: Sequence[SeenRow]) -> int:
+    def insert_seen(self, conn: Connection, seen: sa.Table, rows: SeenRows) -> int:
         """Insert ``rows`` into the seen table, skipping keys it holds; the number inserted."""
 
     # -- reads ------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from projections.backends import pgcopy
 from projections.backends.base import (
     KEY_CHUNK,
     Backend,
-    SeenRow,
+    SeenRows,
     Shape,
     bind_processors,
     insert_columns,
@@ -43,7 +43,7 @@ class PostgreSQLBackend(Backend):
         """The server's ``version()`` string."""
         return str(conn.execute(sa.text("select version()")).scalar())
 
-    def insert_seen(self, conn: Connection, seen: sa.Table, rows: Sequence[SeenRow]) -> int:
+    def insert_seen(self, conn: Connection, seen: sa.Table, rows: SeenRows) -> int:
         """A catch-up batch with COPY, a live one with one statement over four arrays."""
         table = conn.dialect.identifier_preparer.quote(seen.name)
         if len(rows) >= self.copy_min_rows:
@@ -54,15 +54,15 @@ class PostgreSQLBackend(Backend):
             "%(seqs)s::bigint[], %(digests)s::bigint[]) "
             "ON CONFLICT (community, event_id) DO NOTHING",
             {
-                "communities": [r[0] for r in rows],
-                "ids": [r[1] for r in rows],
-                "seqs": [r[2] for r in rows],
-                "digests": [r[3] for r in rows],
+                "communities": rows.communities,
+                "ids": rows.ids,
+                "seqs": rows.seqs,
+                "digests": rows.digests,
             },
         ).rowcount
         return inserted
 
-    def _copy_seen(self, conn: Connection, name: str, table: str, rows: Sequence[SeenRow]) -> int:
+    def _copy_seen(self, conn: Connection, name: str, table: str, rows: SeenRows) -> int:
         """Record a catch-up batch with COPY; the number of rows inserted.
 
         Straight into the seen table first, in a savepoint: a copy of an earlier event (rare)
@@ -71,7 +71,7 @@ class PostgreSQLBackend(Backend):
         """
         try:
             with conn.begin_nested():
-                pgcopy.copy_rows(conn, name, _SEEN_COLUMNS, rows)
+                pgcopy.copy_rows(conn, name, _SEEN_COLUMNS, rows.rows())
             return len(rows)
         except sa.exc.IntegrityError:
             pass
@@ -80,7 +80,7 @@ class PostgreSQLBackend(Backend):
             "agora_stage_seen",
             [("community", "text"), ("event_id", "uuid"), ("seq", "bigint"), ("digest", "bigint")],
         )
-        pgcopy.copy_rows(conn, staged, _SEEN_COLUMNS, rows)
+        pgcopy.copy_rows(conn, staged, _SEEN_COLUMNS, rows.rows())
         inserted: int = conn.exec_driver_sql(
             f"INSERT INTO {table} (community, event_id, seq, digest) "
             f"SELECT community, event_id, seq, digest FROM {staged} "

@@ -15,7 +15,7 @@ from sqlalchemy.sql.dml import Insert
 from projections.backends.base import (
     KEY_CHUNK,
     Backend,
-    SeenRow,
+    SeenRows,
     Shape,
     bind_processors,
     insert_columns,
@@ -68,12 +68,12 @@ class SQLiteBackend(Backend):
         """``SQLite`` and the library's version."""
         return "SQLite " + str(conn.execute(sa.text("select sqlite_version()")).scalar())
 
-    def insert_seen(self, conn: Connection, seen: sa.Table, rows: Sequence[SeenRow]) -> int:
+    def insert_seen(self, conn: Connection, seen: sa.Table, rows: SeenRows) -> int:
         """One ``INSERT OR IGNORE`` of every row; the event id as its 16 bytes."""
         table = conn.dialect.identifier_preparer.quote(seen.name)
         inserted: int = conn.exec_driver_sql(
             f"INSERT OR IGNORE INTO {table} (community, event_id, seq, digest) VALUES (?, ?, ?, ?)",
-            [(c, i.bytes, s, h) for c, i, s, h in rows],
+            [(c, i.bytes, s, h) for c, i, s, h in rows.rows()],
         ).rowcount
         return inserted
 

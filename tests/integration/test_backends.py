@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +21,7 @@ from support.engine import DB_KINDS, database_url, make_events
 from events import CODEC
 from events.subjects import subject_of
 from projections.backends import Backend, PostgreSQLBackend, SQLiteBackend, backend_for
-from projections.backends.base import KEY_CHUNK, Shape
+from projections.backends.base import KEY_CHUNK, SeenRows, Shape
 from projections.changes import TableSpec
 from projections.columns import UtcDateTime
 from projections.counts import EventCounts
@@ -191,9 +191,9 @@ def test_seen_rows_are_inserted_once(engine: sa.Engine, copy_min_rows: int) -> N
     again = [("c1", i, n + 1000, 0) for n, i in enumerate(ids[200:], start=1)]
     again.append(("c2", ids[0], 5000, 1))
     with engine.begin() as conn:
-        assert backend.insert_seen(conn, seen, first) == 300
+        assert backend.insert_seen(conn, seen, _columns(first)) == 300
     with engine.begin() as conn:
-        assert backend.insert_seen(conn, seen, again) == 101
+        assert backend.insert_seen(conn, seen, _columns(again)) == 101
     with engine.connect() as conn:
         stored = {
             (r.community, r.event_id): (r.seq, r.digest) for r in conn.execute(sa.select(seen))
@@ -202,6 +202,10 @@ def test_seen_rows_are_inserted_once(engine: sa.Engine, copy_min_rows: int) -> N
     assert stored[("c1", ids[250])] == (251, 251 * 7), "the first record stays"
     assert stored[("c1", ids[350])] == (151 + 1000, 0)
     assert stored[("c2", ids[0])] == (5000, 1)
+
+
+def _columns(rows: list[tuple[str, UUID, int, int]]) -> SeenRows:
+    return SeenRows(*(list(column) for column in zip(*rows, strict=True)))  # type: ignore[arg-type]
 
 
 def _message(seq: int, event: Any) -> RawMessage:
