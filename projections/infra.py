@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from projections.columns import UtcDateTime
+
 INFRA = sa.MetaData()
 """Metadata of the engine's tables (created by :func:`projections.store.ensure_infra`)."""
 
@@ -56,7 +58,7 @@ dead_letters = sa.Table(
     sa.Column("error_message", sa.Text, nullable=False),
     sa.Column(
         "first_seen",
-        sa.DateTime(timezone=True),
+        UtcDateTime(),
         nullable=False,
         comment="the message's stream timestamp (deterministic across replays)",
     ),
@@ -74,7 +76,7 @@ status = sa.Table(
     sa.Column(
         "rate", sa.Float, nullable=False, default=0.0, comment="events/s over the last minute"
     ),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="wall clock"),
+    sa.Column("updated_at", UtcDateTime(), nullable=False, comment="wall clock"),
 )
 
 parked = sa.Table(
@@ -91,11 +93,11 @@ parked = sa.Table(
     sa.Column("error_message", sa.Text, nullable=False),
     sa.Column(
         "since",
-        sa.DateTime(timezone=True),
+        UtcDateTime(),
         nullable=False,
         comment="the poison message's stream timestamp",
     ),
-    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, comment="its event time"),
+    sa.Column("occurred_at", UtcDateTime(), nullable=False, comment="its event time"),
     sa.Column("held", sa.BigInteger, nullable=False, comment="later events held back"),
     sa.Index("agora_parked_by_partition", "projection", "generation", "partition"),
 )
@@ -113,7 +115,7 @@ held = sa.Table(
     sa.Column("raw", sa.LargeBinary, nullable=False),
     sa.Column(
         "first_seen",
-        sa.DateTime(timezone=True),
+        UtcDateTime(),
         nullable=False,
         comment="the message's stream timestamp",
     ),

@@ -198,10 +198,6 @@ class ParkedRow:
     """Later events of the community held back, in order."""
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def parked_rows(engine: Engine, projection: str | None = None) -> list[ParkedRow]:
     """Every parked community of every generation, by projection, generation and community."""
     query = sa.select(parked).order_by(parked.c.projection, parked.c.generation, parked.c.community)
@@ -219,8 +215,8 @@ def parked_rows(engine: Engine, projection: str | None = None) -> list[ParkedRow
             community=r.community,
             first_seq=int(r.first_seq),
             error=f"{r.error_class}: {r.error_message}",
-            since=_utc(r.since),
-            occurred_at=_utc(r.occurred_at),
+            since=r.since,
+            occurred_at=r.occurred_at,
             held=int(r.held),
         )
         for r in rows
