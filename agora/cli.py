@@ -906,8 +906,13 @@ def _status_document(
         "not_started": idle,
         "paused": paused,
         "parked": [_parked_fields(p) for p in parked],
-        "ok": not paused and not parked and nats_error is None,
+        "ok": not paused and not parked and nats_error is None and not _stale(rows),
     }
+
+
+def _stale(rows: list[StatusRow]) -> bool:
+    """Whether a partition of an active or building generation has a stale owner."""
+    return any(r.stale and r.generation_state in LIVE_STATES for r in rows)
 
 
 def _parked_fields(row: ParkedRow) -> dict[str, Any]:
@@ -956,8 +961,9 @@ def status(
     Lag is in events (stream last seq - checkpoint) and in seconds (the age of the oldest event
     not applied). Parked communities (a poison event holds back that community's later events,
     the others go on) are listed with the failing sequence and the error. Exit 1 when a partition
-    of an active or building generation is paused by a fold error or has a parked community, or
-    when NATS cannot be reached (the database part is still shown).
+    of an active or building generation is paused by a fold error, has a parked community or a
+    stale owner (its writer lease expired), or when NATS cannot be reached (the database part is
+    still shown).
     """
     settings = _settings(ctx)
     if projection is not None:

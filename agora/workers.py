@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from agora.stack import Stack
 from events.subjects import STREAM
 from projections.database import create_engine
 from projections.errors import ProjectionError
+from projections.lease import expired_leases
 from projections.runner import Worker, WorkerSettings
 from projections.status import ParkedRow, PartitionStatus, parked_rows, read_status
 from projections.store import GenerationRow, ProjectionStore
@@ -501,8 +502,13 @@ async def with_lag(
     js: JetStreamContext | None,
     partitions: Sequence[PartitionStatus],
     now: datetime | None = None,
+    expired: Collection[tuple[str, int, int]] = (),
 ) -> tuple[int | None, list[StatusRow]]:
-    """The stream head and each partition's lag (in events and seconds); no NATS: no lag."""
+    """The stream head and each partition's lag (in events and seconds); no NATS: no lag.
+
+    A running partition is stale when its status row is older than ``STALE_AFTER`` or its
+    writer lease is in ``expired`` (its owner is gone or frozen; a standby takes it over).
+    """
     now = now or datetime.now(UTC)
     head = await stream_head(js) if js is not None else None
     ages: dict[int, float | None] = {}
@@ -517,10 +523,9 @@ async def with_lag(
         elif lag == 0:
             age = 0.0
         updated = parse_time(p.updated_at)
-        stale = (
-            p.worker_state in ("running", "catching_up", "waiting")
-            and updated is not None
-            and (now - updated).total_seconds() > STALE_AFTER
+        stale = p.worker_state in ("running", "catching_up", "waiting") and (
+            (updated is not None and (now - updated).total_seconds() > STALE_AFTER)
+            or (p.projection, p.generation, p.partition) in expired
         )
         rows.append(
             StatusRow(
@@ -552,10 +557,12 @@ async def projection_status(
 ) -> tuple[int | None, list[StatusRow], str | None]:
     """Status rows with lag; when NATS cannot be reached, rows without lag and the reason."""
     partitions = await asyncio.to_thread(read_partitions, engine, projection)
+    with translate("cannot read writer leases"):
+        expired = await asyncio.to_thread(expired_leases, engine)
     try:
         async with Stack(settings, name="agora-status") as stack:
-            head, rows = await with_lag(stack.js, partitions)
+            head, rows = await with_lag(stack.js, partitions, expired=expired)
     except AgoraError as error:
-        _, rows = await with_lag(None, partitions)
+        _, rows = await with_lag(None, partitions, expired=expired)
         return None, rows, str(error)
     return head, rows, None

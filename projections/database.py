@@ -7,6 +7,8 @@ checkpoints, so replay restores them -- exactly-once holds either way.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,14 +57,26 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
 
 
+def session_name() -> str:
+    """This process's PostgreSQL ``application_name``: pid first, as it is cut at 63 bytes."""
+    return f"agora {os.getpid()}@{socket.gethostname()}"[:63]
+
+
 def create_engine(url: str, **kwargs: Any) -> Engine:
-    """Create a SQLAlchemy engine for ``url`` with Agora's per-dialect settings."""
+    """Create a SQLAlchemy engine for ``url`` with Agora's per-dialect settings.
+
+    PostgreSQL sessions are named after the process (:func:`session_name`, unless the URL names
+    them): a standby taking over a frozen owner's partitions ends that owner's sessions by it.
+    """
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
+    if "application_name" not in parsed.query:
+        connect_args = {"application_name": session_name(), **kwargs.pop("connect_args", {})}
+        kwargs["connect_args"] = connect_args
     return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
 
 

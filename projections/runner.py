@@ -42,6 +42,7 @@ from events.subjects import ALL_SUBJECTS, STREAM
 from projections import metrics
 from projections.errors import DatabaseError, ProjectionError
 from projections.infra import status as status_table
+from projections.lease import LEASE_SECONDS
 from projections.locks import WriterLock
 from projections.partitions import community_of_subject, partition_of
 from projections.store import (
@@ -97,6 +98,9 @@ class WorkerSettings:
     """Seconds between status-row updates."""
     lock_poll: float = 0.5
     """Seconds between attempts to take the writer lock held by another worker."""
+    lease: float = LEASE_SECONDS
+    """Seconds a partition's owner may go without renewing its lease (it does so every status
+    interval) before a waiting worker takes the partition over: the bound on a frozen owner."""
     db_retry: float = 1.0
     """Seconds between retries while the database is unreachable."""
 
@@ -184,7 +188,9 @@ class Worker:
         self._last_activity = time.monotonic()
         self._last_status = 0.0
         self._labels = (self.name, str(partition))
-        self._lock = WriterLock(store.engine, self.name, generation, partition)
+        self._lock = WriterLock(
+            store.engine, self.name, generation, partition, lease=self.settings.lease
+        )
         self._stop = asyncio.Event()
         self._until: int | None = None
         self._ended = False
@@ -344,7 +350,8 @@ class Worker:
                 await asyncio.gather(*self._writing, return_exceptions=True)
             if self.state is not WorkerState.PAUSED:
                 self.state = WorkerState.STOPPED
-            if owner:  # a worker that only waited for the lock must not overwrite the owner's
+            # A worker that only waited for the lock (or lost it) must not overwrite the owner's.
+            if owner and self._lock.held:
                 with contextlib.suppress(Exception):
                     # The last word on this partition: a transient database error must not
                     # leave "running" behind for a worker that has stopped.
@@ -434,6 +441,11 @@ class Worker:
         if until is not None:
             through = min(through, until)
         if through <= self.progress.applied_seq:
+            return
+        if self._lock.overdue() and not await asyncio.to_thread(self._lock.alive):
+            # Stopped or stalled for longer than the lease: a standby may own the partition.
+            log.warning("writer lease lost", projection=self.name, partition=self.partition)
+            await self._recover_checkpoint()
             return
         started = time.monotonic()
         args = (
@@ -585,21 +597,25 @@ class Worker:
             await self._resubscribe("stalled while the stream has more")
 
     async def _maybe_write_status(self) -> None:
-        """Every status interval: write the status row, and check the writer lock is still ours.
+        """Every status interval: check the writer lock is still ours (renewing its lease), and
+        write the status row.
 
         A PostgreSQL session can die under the worker (a restart, a proxy, an administrator):
-        its advisory lock goes with it, and another worker may take the partition. The fence
-        keeps the data right regardless; this takes the lock again (or waits for it).
+        its advisory lock goes with it, and another worker may take the partition; so may a
+        standby once the lease expired (this process was frozen). The fence keeps the data
+        right regardless; this takes the lock again (or waits for it).
         """
         if time.monotonic() - self._last_status >= self.settings.status_interval:
-            await self._write_status()
             try:
                 alive = await asyncio.to_thread(self._lock.alive)
             except DatabaseError:  # pragma: no cover - alive() reports, it does not raise
                 alive = False
             if not alive:
+                self._last_status = time.monotonic()
                 log.warning("writer lock lost", projection=self.name, partition=self.partition)
                 await self._recover_checkpoint()
+                return
+            await self._write_status()
 
     async def _write_in_thread(self, write: Callable[..., _T], *args: Any) -> _T:
         """Run a database write in a thread; if the worker is cancelled meanwhile, it goes on.
