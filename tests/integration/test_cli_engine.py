@@ -546,9 +546,10 @@ async def test_status_exits_1_when_a_partition_is_paused_and_flags_stale_workers
                 state="running", error=None, updated_at=datetime.now(UTC) - timedelta(hours=1)
             )
         )
-    document = await cli.status()
+    document = await cli.status(code=1)  # a stale owner is not ok
     [stale] = partitions(document, 1)
     assert (stale["worker_state"], stale["stale"]) == ("running", True)
+    assert document["ok"] is False
 
 
 async def test_usage_errors_exit_2_and_a_missing_stream_exits_1(
