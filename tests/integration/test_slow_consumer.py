@@ -60,8 +60,8 @@ def slow_consumers(server: EmbeddedNats) -> int:
 
 
 def sending_stopped(server: EmbeddedNats, last_seq: int) -> bool:
-    """True when the server sends the worker nothing more unasked: all delivered, or no
-    pull request of its consumers is waiting."""
+    """True when the server sends the worker nothing more unasked: all delivered, or its pull
+    requests served and none waiting."""
     document = monitor(server, "/jsz?consumers=true")
     consumers = [
         consumer
@@ -69,10 +69,11 @@ def sending_stopped(server: EmbeddedNats, last_seq: int) -> bool:
         for stream in account.get("stream_detail") or []
         for consumer in stream.get("consumer_detail") or []
     ]
+    delivered = [c.get("delivered", {}).get("stream_seq", 0) for c in consumers]
     return bool(consumers) and all(
-        c.get("delivered", {}).get("stream_seq", 0) >= last_seq
-        or (not c.get("config", {}).get("deliver_subject") and not c.get("num_waiting"))
-        for c in consumers
+        seq >= last_seq
+        or (seq > 0 and not c.get("config", {}).get("deliver_subject") and not c.get("num_waiting"))
+        for seq, c in zip(delivered, consumers, strict=True)
     )
 
 
