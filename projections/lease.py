@@ -4,9 +4,10 @@ The writer lock (:mod:`projections.locks`) dies with its process, but a frozen p
 a stuck VM) keeps its session and so its lock forever. So ownership also has a lease: a row per
 (projection, generation, partition) holding an epoch ``token``, the owner's session name and an
 expiry by the database's clock, which the owner renews every status interval. The lock is taken
-per epoch. Once a lease has expired, a standby moves the token on (one conditional UPDATE: only
-one standby wins), takes the new epoch's lock and, on PostgreSQL, ends the stale owner's sessions
-(``pg_terminate_backend``), so that a transaction it left open releases its row locks. The stale
+per epoch. Once a lease has expired, a standby -- on PostgreSQL after ending the stale owner's
+sessions (``pg_terminate_backend``), so that a transaction it left open releases its row locks --
+moves the token on (one conditional UPDATE: only one standby wins) and takes the new epoch's
+lock. The stale
 owner, when it runs again, cannot renew (the token moved on): it gives the partition up and waits.
 A batch it might still commit is refused by the checkpoint fence (``projections.store.Fenced``).
 """
@@ -52,8 +53,8 @@ class Lease:
         )
         self._row = {"projection": projection, "generation": generation, "partition": partition}
 
-    def current(self) -> tuple[int, bool]:
-        """The lease's token, and whether it has expired (a new lease starts expired)."""
+    def current(self) -> tuple[int, bool, str]:
+        """The lease's token, whether it has expired (a new lease starts expired), its owner."""
         with reader(self.engine).connect() as conn:
             row = self._read(conn)
         if row is None:
@@ -68,15 +69,15 @@ class Lease:
                     pass  # another worker created it meanwhile
                 row = self._read(conn)
                 assert row is not None
-        return int(row.token), bool(row.expired)
+        return int(row.token), bool(row.expired), str(row.owner)
 
     def _read(self, conn: Connection) -> Any:
         if not sa.inspect(conn).has_table(leases.name):
             return None
         return conn.execute(
-            sa.select(leases.c.token, (leases.c.expires < self._now).label("expired")).where(
-                self._key
-            )
+            sa.select(
+                leases.c.token, leases.c.owner, (leases.c.expires < self._now).label("expired")
+            ).where(self._key)
         ).first()
 
     def claim(self, token: int) -> bool:
@@ -87,22 +88,15 @@ class Lease:
         """Extend our lease; False if it is no longer ours (a standby took the partition)."""
         return self._update((leases.c.token == token) & (leases.c.owner == self.owner))
 
-    def take_over(self, token: int) -> str | None:
-        """Move an expired lease of epoch ``token`` on to ours; return the stale owner, or None."""
+    def take_over(self, token: int) -> bool:
+        """Move an expired lease of epoch ``token`` on to ours; False if another standby did."""
         with self.engine.begin() as conn:
-            stale = conn.execute(
-                sa.select(leases.c.owner).where(
-                    self._key & (leases.c.token == token) & (leases.c.expires < self._now)
-                )
-            ).scalar()
-            if stale is None:
-                return None
             moved = conn.execute(
                 leases.update()
                 .where(self._key & (leases.c.token == token) & (leases.c.expires < self._now))
                 .values(token=token + 1, owner=self.owner, expires=self._now + self.seconds)
             ).rowcount
-        return str(stale) if moved == 1 else None
+        return moved == 1
 
     def _update(self, condition: Any, **values: Any) -> bool:
         with self.engine.begin() as conn:
@@ -115,6 +109,9 @@ class Lease:
 
     def end_sessions(self, stale: str) -> None:
         """On PostgreSQL, terminate the stale owner's sessions (its locks and open transactions).
+
+        Done before the take-over: a session frozen in the middle of a transaction may hold the
+        very rows (the lease, the checkpoint) the take-over and the next batch must lock.
 
         Needs the same database role as the workers (or ``pg_signal_backend``); without it, the
         take-over still happens, but a transaction the stale owner left open keeps its locks.

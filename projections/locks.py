@@ -80,7 +80,7 @@ class WriterLock:
         if self.held:
             return True
         try:
-            token, expired = self._lease.current()
+            token, expired, owner = self._lease.current()
             if self._try_epoch(token):
                 if self._lease.claim(token):
                     self._token, self._renewed = token, time.monotonic()
@@ -89,10 +89,9 @@ class WriterLock:
                 return False
             if not expired:
                 return False
-            stale = self._lease.take_over(token)
-            if stale is None:
+            self._lease.end_sessions(owner)
+            if not self._lease.take_over(token):
                 return False
-            self._lease.end_sessions(stale)
         except sa.exc.SQLAlchemyError as error:
             self._unlock()
             raise DatabaseError(f"cannot take writer lock {self.name}: {error}") from error

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -92,6 +93,27 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
+def freeze_between_writes(owner: Owner, engine: sa.Engine) -> bool:
+    """SIGSTOP ``owner``; on SQLite, resume it and say False if it froze holding the write lock.
+
+    A process frozen in the middle of a SQLite write transaction holds the database's write lock:
+    every writer waits until it resumes or dies (docs/operations.md), a case no lease can help.
+    """
+    os.kill(owner.pid, signal.SIGSTOP)
+    if engine.dialect.name != "sqlite":
+        return True
+    probe = sqlite3.connect(str(engine.url.database), timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        os.kill(owner.pid, signal.SIGCONT)
+        return False
+    finally:
+        probe.close()
+
+
 def writers(engine: sa.Engine) -> dict[int, int]:
     """Partition -> pid of the worker that last wrote its status row."""
     return {
@@ -135,7 +157,11 @@ async def test_a_frozen_owner_is_taken_over_and_fenced_when_it_resumes(
             "the first worker to own every partition and apply the first events",
             detail=first.output,
         )
-        os.kill(first.pid, signal.SIGSTOP)
+        await wait_until(
+            lambda: freeze_between_writes(first, engine),
+            60,
+            "the first worker frozen outside a write transaction",
+        )
 
         # Frozen, it keeps its session and its locks; its lease expires: status is not ok.
         async def stale() -> bool:
