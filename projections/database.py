@@ -7,6 +7,8 @@ checkpoints, so replay restores them -- exactly-once holds either way.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,10 +34,23 @@ def normalise_url(url: str) -> sa.URL:
     return parsed
 
 
+def session_name() -> str:
+    """This process's PostgreSQL ``application_name``: pid first, as it is cut at 63 bytes."""
+    return f"agora {os.getpid()}@{socket.gethostname()}"[:63]
+
+
 def create_engine(url: str, **kwargs: Any) -> Engine:
-    """Create a SQLAlchemy engine for ``url`` with Agora's per-database settings (its backend's)."""
+    """Create a SQLAlchemy engine for ``url`` with Agora's per-database settings (its backend's).
+
+    PostgreSQL sessions are named after the process (:func:`session_name`, unless the URL names
+    them): a standby taking over a frozen owner's partitions ends that owner's sessions by it.
+    """
     parsed = normalise_url(url)
-    return backend_type(parsed.get_backend_name()).create_engine(parsed, **kwargs)
+    name = parsed.get_backend_name()
+    if name == "postgresql" and "application_name" not in parsed.query:
+        connect_args = {"application_name": session_name(), **kwargs.pop("connect_args", {})}
+        kwargs["connect_args"] = connect_args
+    return backend_type(name).create_engine(parsed, **kwargs)
 
 
 def reader(engine: Engine) -> Engine:

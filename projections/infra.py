@@ -122,3 +122,20 @@ held = sa.Table(
     sa.Index("agora_held_by_community", "projection", "generation", "community", "seq"),
 )
 """Events of parked communities, held back in stream order until retried or skipped."""
+
+leases = sa.Table(
+    "agora_leases",
+    INFRA,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("token", sa.BigInteger, nullable=False, comment="epoch, moved on by a take-over"),
+    sa.Column("owner", sa.String(128), nullable=False, comment="the owner's session name"),
+    sa.Column(
+        "expires",
+        sa.Float,
+        nullable=False,
+        comment="end of the lease, seconds since 1970 by the database's clock",
+    ),
+)
+"""Writer leases: how long a partition's owner may go unseen (see :mod:`projections.lease`)."""

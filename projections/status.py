@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -301,10 +301,14 @@ async def with_lag(
     js: JetStreamContext | None,
     partitions: Sequence[PartitionStatus],
     now: datetime | None = None,
+    expired: Collection[tuple[str, int, int]] = (),
 ) -> tuple[int | None, list[StatusRow]]:
     """The stream head and each partition's lag (in events and seconds); no NATS: no lag.
 
-    One request for the head, then one per distinct lagging checkpoint, all at once.
+    One request for the head, then one per distinct lagging checkpoint, all at once. A working
+    partition is stale when its status row is older than ``STALE_AFTER`` or its writer lease is
+    in ``expired`` (projection, generation, partition): its owner is gone or frozen, and a standby
+    takes it over.
     """
     from projections.supervisor import stream_head  # runner and store: only with NATS
 
@@ -320,10 +324,9 @@ async def with_lag(
         lag = max(head - p.checkpoint, 0) if head is not None else None
         age = 0.0 if lag == 0 else ages.get(p.checkpoint)
         updated = parse_time(p.updated_at)
-        stale = (
-            p.worker_state in WORKING_STATES
-            and updated is not None
-            and (now - updated).total_seconds() > STALE_AFTER
+        stale = p.worker_state in WORKING_STATES and (
+            (updated is not None and (now - updated).total_seconds() > STALE_AFTER)
+            or (p.projection, p.generation, p.partition) in expired
         )
         rows.append(
             StatusRow(

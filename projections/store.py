@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from events.catalogue import Event
 from events.codec import CODEC, Codec
 from events.subjects import subject_of
+from projections import swap
 from projections.api import Delivered, Projection, TableNamer
 from projections.backends import Backend, backend_for
 from projections.backends.base import KEY_CHUNK, SeenRows
@@ -242,11 +243,17 @@ class ProjectionStore:
         projection: Projection,
         codec: Codec = CODEC,
         copy_min_rows: int = 200,
+        swap_lock_timeout: float = swap.SWAP_LOCK_TIMEOUT,
+        swap_attempts: int = swap.SWAP_ATTEMPTS,
     ) -> None:
         self.engine = engine
         self.backend: Backend = backend_for(engine, copy_min_rows)
         """How this database runs the store's statements (on PostgreSQL, batches of at least
         ``copy_min_rows`` rows are written with COPY)."""
+        self.swap_lock_timeout = swap_lock_timeout
+        """Seconds one attempt of :meth:`activate` waits for a lock (an open reader of a view)."""
+        self.swap_attempts = swap_attempts
+        """Attempts of :meth:`activate` before it gives up with ``SwapBlocked``."""
         self.projection = projection
         self.codec = codec
         self._reader = reader(engine)
@@ -399,53 +406,67 @@ class ProjectionStore:
         With ``only_building``, refuse (:class:`NotBuilding`) unless ``number`` is still
         ``building``: a build must not undo a swap or a rollback made meanwhile; and refuse
         (:class:`NotCaughtUp`) while a community of ``number`` is parked.
+
+        An open reader of a stable name holds the swap off (on PostgreSQL): each attempt waits
+        at most ``swap_lock_timeout`` seconds, then it is retried (:mod:`projections.swap`);
+        after ``swap_attempts`` it raises :class:`~projections.swap.SwapBlocked`.
         """
-        gen = self.generation(number)
         name = self.projection.name
         try:
-            with self.engine.begin() as conn:
-                rows = conn.execute(
-                    sa.select(generations.c.generation, generations.c.state)
-                    .where(generations.c.projection == name)
-                    .with_for_update()
-                ).all()
-                states = {r.generation: r.state for r in rows}
-                if states.get(number) not in ("building", "retired", "active"):
-                    raise ProjectionError(f"{name} has no generation {number} to activate")
-                if only_building and states[number] != "building":
-                    raise NotBuilding(f"{name} g{number} is {states[number]}, not building")
-                if only_building:
-                    self._refuse_parked(conn, number)
-                current = next((g for g, st in states.items() if st == "active"), None)
-                if require_caught_up and current is not None and current != number:
-                    mine = self._checkpoints(conn, number)
-                    theirs = self._checkpoints(conn, current)
-                    if mine and theirs and min(mine) < max(theirs):
-                        raise NotCaughtUp(
-                            f"{name} g{number} is at {min(mine)}, g{current} at {max(theirs)}"
-                        )
-                preparer = conn.dialect.identifier_preparer
-                for logical, table in gen.tables.items():
-                    view = preparer.quote(logical)
-                    conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
-                    conn.execute(
-                        sa.text(f"CREATE VIEW {view} AS SELECT * FROM {preparer.quote(table.name)}")
-                    )
-                if current is not None and current != number:
-                    conn.execute(
-                        generations.update()
-                        .where(
-                            generations.c.projection == name, generations.c.generation == current
-                        )
-                        .values(state="retired")
-                    )
-                conn.execute(
-                    generations.update()
-                    .where(generations.c.projection == name, generations.c.generation == number)
-                    .values(state="active")
-                )
+            swap.retry_on_lock_timeout(
+                lambda: self._activate(number, require_caught_up, only_building),
+                lock_timeout=self.swap_lock_timeout,
+                attempts=self.swap_attempts,
+                what=f"cannot activate {name} g{number}",
+            )
         except sa.exc.SQLAlchemyError as error:
             raise DatabaseError(f"cannot activate {name} g{number}: {error}") from error
+
+    def _activate(self, number: int, require_caught_up: bool, only_building: bool) -> None:
+        gen = self.generation(number)
+        name = self.projection.name
+        with self.engine.begin() as conn:
+            swap.limit_lock_wait(conn, self.swap_lock_timeout)
+            rows = conn.execute(
+                sa.select(generations.c.generation, generations.c.state)
+                .where(generations.c.projection == name)
+                .with_for_update()
+            ).all()
+            states = {r.generation: r.state for r in rows}
+            if states.get(number) not in ("building", "retired", "active"):
+                raise ProjectionError(f"{name} has no generation {number} to activate")
+            if only_building and states[number] != "building":
+                raise NotBuilding(f"{name} g{number} is {states[number]}, not building")
+            if only_building:
+                self._refuse_parked(conn, number)
+            current = next((g for g, st in states.items() if st == "active"), None)
+            # The views before the checkpoints: while the swap waits for a reader of a stable
+            # name, it must not hold the checkpoint locks the live workers need for each batch.
+            preparer = conn.dialect.identifier_preparer
+            for logical, table in gen.tables.items():
+                view = preparer.quote(logical)
+                conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
+                conn.execute(
+                    sa.text(f"CREATE VIEW {view} AS SELECT * FROM {preparer.quote(table.name)}")
+                )
+            if require_caught_up and current is not None and current != number:
+                mine = self._checkpoints(conn, number)
+                theirs = self._checkpoints(conn, current)
+                if mine and theirs and min(mine) < max(theirs):
+                    raise NotCaughtUp(
+                        f"{name} g{number} is at {min(mine)}, g{current} at {max(theirs)}"
+                    )
+            if current is not None and current != number:
+                conn.execute(
+                    generations.update()
+                    .where(generations.c.projection == name, generations.c.generation == current)
+                    .values(state="retired")
+                )
+            conn.execute(
+                generations.update()
+                .where(generations.c.projection == name, generations.c.generation == number)
+                .values(state="active")
+            )
 
     def _refuse_parked(self, conn: Connection, number: int) -> None:
         """A build is not swapped in while a community of it is parked (its figures stop)."""

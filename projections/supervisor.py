@@ -27,6 +27,7 @@ from projections.api import Projection
 from projections.errors import DatabaseError, ProjectionError
 from projections.runner import Progress, Worker, WorkerSettings
 from projections.store import NotBuilding, NotCaughtUp, ProjectionStore
+from projections.swap import SwapBlocked
 
 log = structlog.get_logger("agora.projections")
 
@@ -155,8 +156,8 @@ async def build_and_swap(
                     await asyncio.to_thread(
                         functools.partial(store.activate, number, only_building=True)
                     )
-                except (NotCaughtUp, NotBuilding):
-                    pass  # not yet; or someone else decided: the next round reads the state
+                except (NotCaughtUp, NotBuilding, SwapBlocked):
+                    pass  # not yet (or readers held it off); or someone else decided: next round
                 else:
                     log.info(
                         "generation swapped in",
