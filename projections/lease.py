@@ -20,6 +20,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
+from projections.backends import backend_type
 from projections.database import reader, session_name
 from projections.infra import leases
 
@@ -31,9 +32,7 @@ LEASE_SECONDS = 15.0
 
 def db_now(dialect: str) -> Any:
     """The database's clock as seconds since 1970 (a SQL expression)."""
-    if dialect == "sqlite":
-        return (sa.func.julianday("now") - 2440587.5) * 86400.0
-    return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+    return backend_type(dialect).clock_seconds()
 
 
 class Lease:
@@ -116,22 +115,16 @@ class Lease:
         Needs the same database role as the workers (or ``pg_signal_backend``); without it, the
         take-over still happens, but a transaction the stale owner left open keeps its locks.
         """
-        if self.engine.dialect.name != "postgresql" or not stale or stale == self.owner:
+        if not stale or stale == self.owner:
             return
         try:
             with self.engine.begin() as conn:
-                ended = conn.execute(
-                    sa.text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND application_name = :name "
-                        "AND pid <> pg_backend_pid()"
-                    ),
-                    {"name": stale},
-                ).scalar()
+                ended = backend_type(conn.dialect.name).end_sessions(conn, stale)
         except sa.exc.SQLAlchemyError as error:
             log.warning("cannot end the stale owner's sessions", owner=stale, error=str(error))
             return
-        log.warning("stale owner's sessions ended", owner=stale, sessions=ended)
+        if ended is not None:
+            log.warning("stale owner's sessions ended", owner=stale, sessions=ended)
 
 
 def expired_leases(engine: Engine) -> set[tuple[str, int, int]]:

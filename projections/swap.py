@@ -17,6 +17,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from projections.backends import backend_type
 from projections.errors import ProjectionError
 
 SWAP_LOCK_TIMEOUT = 2.0
@@ -32,8 +33,7 @@ class SwapBlocked(ProjectionError):
 
 def limit_lock_wait(conn: Connection, seconds: float) -> None:
     """Make the transaction of ``conn`` fail rather than wait more than ``seconds`` for a lock."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, round(seconds * 1000))}")
+    backend_type(conn.dialect.name).limit_lock_wait(conn, seconds)
 
 
 def is_lock_timeout(error: BaseException) -> bool:

@@ -81,6 +81,23 @@ class Backend(abc.ABC):
     def server_version(conn: Connection) -> str:
         """The database's name and version, as the server reports it."""
 
+    @staticmethod
+    @abc.abstractmethod
+    def clock_seconds() -> Any:
+        """The database's clock as seconds since 1970, a SQL expression (leases expire by it)."""
+
+    @staticmethod
+    def limit_lock_wait(conn: Connection, seconds: float) -> None:
+        """Make the transaction of ``conn`` fail rather than wait more than ``seconds`` for a
+        lock held by a reader. Nothing to do where readers never block a writer (SQLite, WAL)."""
+        return None
+
+    @staticmethod
+    def end_sessions(conn: Connection, name: str) -> int | None:
+        """End the other sessions named ``name`` (a frozen owner's); how many, or None where
+        sessions are not named (SQLite: a process's locks end with the process)."""
+        return None
+
     # -- the seen table ---------------------------------------------------------------------
 
     @abc.abstractmethod

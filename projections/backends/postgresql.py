@@ -43,6 +43,30 @@ class PostgreSQLBackend(Backend):
         """The server's ``version()`` string."""
         return str(conn.execute(sa.text("select version()")).scalar())
 
+    @staticmethod
+    def clock_seconds() -> Any:
+        """``clock_timestamp()`` (not the transaction's start) as seconds since 1970."""
+        return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+
+    @staticmethod
+    def limit_lock_wait(conn: Connection, seconds: float) -> None:
+        """``SET LOCAL lock_timeout`` (milliseconds, at least 1)."""
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, round(seconds * 1000))}")
+
+    @staticmethod
+    def end_sessions(conn: Connection, name: str) -> int | None:
+        """``pg_terminate_backend`` of this database's other sessions whose application_name is
+        ``name`` (needs the same role, or ``pg_signal_backend``)."""
+        ended = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = :name "
+                "AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        ).scalar()
+        return int(ended or 0)
+
     def insert_seen(self, conn: Connection, seen: sa.Table, rows: SeenRows) -> int:
         """A catch-up batch with COPY, a live one with one statement over four arrays."""
         table = conn.dialect.identifier_preparer.quote(seen.name)

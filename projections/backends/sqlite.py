@@ -68,6 +68,11 @@ class SQLiteBackend(Backend):
         """``SQLite`` and the library's version."""
         return "SQLite " + str(conn.execute(sa.text("select sqlite_version()")).scalar())
 
+    @staticmethod
+    def clock_seconds() -> Any:
+        """``julianday('now')`` as seconds since 1970."""
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
     def insert_seen(self, conn: Connection, seen: sa.Table, rows: SeenRows) -> int:
         """One ``INSERT OR IGNORE`` of every row; the event id as its 16 bytes."""
         table = conn.dialect.identifier_preparer.quote(seen.name)

@@ -26,6 +26,7 @@ from projections.changes import TableSpec
 from projections.columns import UtcDateTime
 from projections.counts import EventCounts
 from projections.database import create_engine
+from projections.database import reader as database_reader
 from projections.errors import ProjectionError
 from projections.infra import INFRA, dead_letters, parked
 from projections.store import Generation, ProjectionStore, RawMessage
@@ -429,3 +430,37 @@ def test_each_database_has_its_backend(engine: sa.Engine) -> None:
     assert type(backend) is expected
     assert backend.copy_min_rows == 17
     assert ProjectionStore(engine, EventCounts()).backend.name == engine.dialect.name
+
+
+def test_the_database_clock_reads_seconds_since_1970(engine: sa.Engine) -> None:
+    """Leases expire by the database's clock: both backends spell it in the same unit."""
+    backend = backend_for(engine)
+    before = datetime.now(UTC).timestamp()
+    with engine.connect() as conn:
+        seconds = float(conn.execute(sa.select(backend.clock_seconds())).scalar_one())
+    after = datetime.now(UTC).timestamp()
+    # The database server shares this machine's clock; a second either side covers rounding.
+    assert before - 1 <= seconds <= after + 1
+
+
+def test_a_lock_wait_limit_makes_a_blocked_statement_fail_where_readers_can_block(
+    engine: sa.Engine,
+) -> None:
+    """PostgreSQL: a view replaced behind an open reader fails after the limit instead of
+    waiting; SQLite (WAL): readers never block it, and the limit is nothing to do."""
+    backend = backend_for(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE lw (x integer)"))
+        conn.execute(sa.text("CREATE VIEW lw_view AS SELECT * FROM lw"))
+    reader = database_reader(engine).connect()  # as the dashboard reads: BEGIN DEFERRED on SQLite
+    reader.execute(sa.text("SELECT * FROM lw_view")).all()  # the reader's transaction stays open
+    try:
+        with engine.begin() as conn:
+            backend.limit_lock_wait(conn, 0.2)
+            if isinstance(backend, PostgreSQLBackend):
+                with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                    conn.execute(sa.text("DROP VIEW lw_view"))
+            else:
+                conn.execute(sa.text("DROP VIEW lw_view"))
+    finally:
+        reader.close()
