@@ -37,7 +37,15 @@ from projections.errors import (
     ProjectionError,
     SubjectMismatch,
 )
-from projections.infra import INFRA, checkpoints, dead_letters, generations, held, parked
+from projections.infra import (
+    INFRA,
+    GenerationState,
+    checkpoints,
+    dead_letters,
+    generations,
+    held,
+    parked,
+)
 
 _KEY_CHUNK = 500
 RELEASE_CHUNK = 1000
@@ -97,7 +105,7 @@ class GenerationRow:
 
     generation: int
     version: int
-    state: str
+    state: GenerationState
     partitions: int
     start_seq: int
     checkpoints: tuple[int, ...]
@@ -287,7 +295,7 @@ class ProjectionStore:
                             projection=name,
                             generation=number,
                             version=self.projection.version,
-                            state="building",
+                            state=GenerationState.BUILDING,
                             partitions=partitions,
                             start_seq=start_seq,
                         )
@@ -379,7 +387,7 @@ class ProjectionStore:
             GenerationRow(
                 r.generation,
                 r.version,
-                r.state,
+                GenerationState(r.state),
                 r.partitions,
                 r.start_seq,
                 tuple(by_gen.get(r.generation, [])),
@@ -390,7 +398,7 @@ class ProjectionStore:
     def active(self) -> int | None:
         """The generation the stable names point at, if any."""
         for row in self.generations():
-            if row.state == "active":
+            if row.state is GenerationState.ACTIVE:
                 return row.generation
         return None
 
@@ -420,13 +428,15 @@ class ProjectionStore:
                     .with_for_update()
                 ).all()
                 states = {r.generation: r.state for r in rows}
-                if states.get(number) not in ("building", "retired", "active"):
+                if states.get(number) in (None, GenerationState.DROPPED):
                     raise ProjectionError(f"{name} has no generation {number} to activate")
-                if only_building and states[number] != "building":
+                if only_building and states[number] != GenerationState.BUILDING:
                     raise NotBuilding(f"{name} g{number} is {states[number]}, not building")
                 if only_building:
                     self._refuse_parked(conn, number)
-                current = next((g for g, st in states.items() if st == "active"), None)
+                current = next(
+                    (g for g, st in states.items() if st == GenerationState.ACTIVE), None
+                )
                 if require_caught_up and current is not None and current != number:
                     mine = self._checkpoints(conn, number)
                     theirs = self._checkpoints(conn, current)
@@ -447,12 +457,12 @@ class ProjectionStore:
                         .where(
                             generations.c.projection == name, generations.c.generation == current
                         )
-                        .values(state="retired")
+                        .values(state=GenerationState.RETIRED)
                     )
                 conn.execute(
                     generations.update()
                     .where(generations.c.projection == name, generations.c.generation == number)
-                    .values(state="active")
+                    .values(state=GenerationState.ACTIVE)
                 )
         except sa.exc.SQLAlchemyError as error:
             raise DatabaseError(f"cannot activate {name} g{number}: {error}") from error
@@ -486,7 +496,7 @@ class ProjectionStore:
         """Drop a generation's tables; the active one cannot be dropped.
 
         A worker still building the generation ends by itself (see the runner and
-        :func:`projections.supervisor.build_and_swap`).
+        :func:`projections.lifecycle.build`).
         """
         gen = self.generation(number)
         name = self.projection.name
@@ -504,7 +514,7 @@ class ProjectionStore:
             ).scalar()
             if state is None:
                 raise ProjectionError(f"{name} has no generation {number}")
-            if state == "active":
+            if state == GenerationState.ACTIVE:
                 raise ProjectionError(f"{name} g{number} is active: activate another first")
             gen.metadata.drop_all(conn)
             for table in (held, parked):
@@ -516,7 +526,7 @@ class ProjectionStore:
             conn.execute(
                 generations.update()
                 .where(generations.c.projection == name, generations.c.generation == number)
-                .values(state="dropped")
+                .values(state=GenerationState.DROPPED)
             )
 
     # -- the batch transaction --------------------------------------------------------------

@@ -36,10 +36,8 @@ from support.engine import (
     database_url,
     make_events,
     oracle,
-    publish,
     stream_head,
     wait_until,
-    wires,
 )
 
 from agora.embedded import EmbeddedNats, free_port
@@ -55,7 +53,6 @@ from projections.locks import WriterLock
 from projections.runner import Worker, WorkerSettings
 from projections.status import read_status, wait_for
 from projections.store import ProjectionStore
-from projections.supervisor import build_and_swap, start_generation
 
 NAME = "event_counts"
 FAST = WorkerSettings(stall_timeout=2.0, idle_heartbeat=0.5, status_interval=0.2, lock_poll=0.1)
@@ -582,60 +579,6 @@ async def test_usage_errors_exit_2_and_a_missing_stream_exits_1(
     nothing = await cli("dlq", "list", "--json")
     assert nothing.code == 0 and nothing.json()["dead_letters"] == []
     assert (await cli("dlq", "show", NAME, "1")).code == 1
-
-
-# -- engine problems found while building the CLI ------------------------------------------------
-
-
-async def stale_build(
-    js: JetStreamContext, engine: sa.Engine
-) -> tuple[ProjectionStore, WriterLock, asyncio.Event, asyncio.Task[bool]]:
-    """g1 active at the head; g2 building, with a build_and_swap blocked on g2's writer lock."""
-    seqs = await publish(js, wires(make_events(300, seed=61)))
-    store = ProjectionStore(engine, EventCounts())
-    store.ensure(1)
-    store.activate(1)
-    await asyncio.wait_for(
-        Worker(js, store, generation=1, settings=FAST).run(until_seq=seqs[-1]), 60
-    )
-    assert start_generation(store, 1) == 2
-    lock = WriterLock(engine, NAME, 2, 0)
-    assert lock.try_acquire()
-    stop = asyncio.Event()
-    task = asyncio.create_task(build_and_swap(js, store, 2, settings=FAST, stop=stop))
-    return store, lock, stop, task
-
-
-async def test_engine_a_stale_build_does_not_undo_a_rollback(
-    js: JetStreamContext, sqlite_url: str, engine_of: Any
-) -> None:
-    store, lock, stop, task = await stale_build(js, engine_of(sqlite_url))
-    try:
-        store.activate(2, require_caught_up=False)  # swapped in by `agora rebuild`
-        store.activate(1, require_caught_up=False)  # rolled back: `agora activate NAME 1 --force`
-        lock.release()
-        swapped = await asyncio.wait_for(task, 60)
-        assert store.active() == 1, "the stale build swapped g2 in again, undoing the rollback"
-        assert swapped is False
-    finally:
-        stop.set()
-        lock.release()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_engine_a_build_ends_when_its_generation_is_dropped(
-    js: JetStreamContext, sqlite_url: str, engine_of: Any
-) -> None:
-    store, lock, stop, task = await stale_build(js, engine_of(sqlite_url))
-    try:
-        store.drop(2)  # `agora drop NAME 2` while a worker builds it
-        lock.release()
-        done, _ = await asyncio.wait({task}, timeout=10)
-        assert done, "the build of a dropped generation keeps retrying (no such table) forever"
-    finally:
-        stop.set()
-        lock.release()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 class _Breakable(EventCounts):
