@@ -45,7 +45,8 @@ from agora.web.server import serve_dashboard
 from agora.workers import one_line, open_engine, run_workers
 from events.subjects import STREAM
 from projections.errors import ProjectionError
-from projections.status import PartitionStatus, read_status
+from projections.lifecycle import serving_positions
+from projections.status import read_status
 from services.errors import ServiceError
 from services.moderation.app import Running
 from services.simulator.runner import RunStats
@@ -237,22 +238,6 @@ class Reading:
         )
 
 
-def _active_points(
-    rows: list[PartitionStatus], names: list[str]
-) -> tuple[dict[str, Any], set[str]]:
-    points: dict[str, int | None] = dict.fromkeys(names)
-    paused: set[str] = set()
-    for row in rows:
-        if row.projection not in points:
-            continue
-        if row.worker_state == "paused" and row.generation_state in ("active", "building"):
-            paused.add(row.projection)
-        if row.generation_state == "active":
-            have = points[row.projection]
-            points[row.projection] = row.checkpoint if have is None else min(have, row.checkpoint)
-    return points, paused
-
-
 class Monitor:
     """Reads the stream head and the checkpoints; keeps recent readings for events/s."""
 
@@ -271,7 +256,7 @@ class Monitor:
             head = (await self.stack.stream_status()).state.last_seq
         try:
             rows = await asyncio.to_thread(read_status, self.engine)
-            points, paused = _active_points(rows, self.names)
+            points, paused = serving_positions(rows, self.names)
         except (ProjectionError, sa.exc.SQLAlchemyError) as error:
             log.debug("cannot read the checkpoints", error=one_line(error))
             points = dict(previous.checkpoints) if previous else dict.fromkeys(self.names)

@@ -35,6 +35,7 @@ from events.subjects import STREAM
 from projections import lifecycle
 from projections.database import create_engine
 from projections.errors import ProjectionError
+from projections.lifecycle import LIVE_STATES as LIVE_STATES
 from projections.lifecycle import BuildEnd, BuildProgress, GenerationState, stream_head
 
 # Until agora/cli.py (being split into a package) calls projections.lifecycle itself:
@@ -57,9 +58,6 @@ LOG_EVERY = 5.0
 BUILD_POLL = 0.25
 #: Seconds the workers of a build may take to stop after it is stopped.
 STOP_TIMEOUT = 30.0
-
-#: Generation states whose paused partitions count as a failure (retired ones are history).
-LIVE_STATES = frozenset({GenerationState.ACTIVE, GenerationState.BUILDING})
 
 
 class EngineError(AgoraError):

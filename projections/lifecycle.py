@@ -49,6 +49,7 @@ from projections.store import (
 )
 
 __all__ = [
+    "LIVE_STATES",
     "AlreadyBuilding",
     "BuildEnd",
     "BuildOutcome",
@@ -68,6 +69,7 @@ __all__ = [
     "retry_dead_letters",
     "rollback",
     "seq_at_time",
+    "serving_positions",
     "start_generation",
     "stream_head",
 ]
@@ -90,6 +92,10 @@ _TRANSIENT = (
     TimeoutError,
 )
 """Errors of a stream request that a stalled, restarting or electing broker gives: retried."""
+
+
+LIVE_STATES = frozenset({GenerationState.ACTIVE, GenerationState.BUILDING})
+"""Generation states whose paused partitions count as a failure (retired ones are history)."""
 
 
 class BuildPaused(ProjectionError):
@@ -522,6 +528,24 @@ def _paused_since(store: ProjectionStore, number: int, since: datetime) -> list[
 def _aware(moment: datetime) -> datetime:
     """SQLite returns timestamps naive, in UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def serving_positions(
+    rows: Sequence[PartitionStatus], names: Sequence[str]
+) -> tuple[dict[str, int | None], set[str]]:
+    """Each projection's position (its active generation's slowest partition; None: not started)
+    and the projections stuck on a paused partition of a live generation."""
+    points: dict[str, int | None] = dict.fromkeys(names)
+    paused: set[str] = set()
+    for row in rows:
+        if row.projection not in points:
+            continue
+        if row.worker_state == WorkerState.PAUSED and row.generation_state in LIVE_STATES:
+            paused.add(row.projection)
+        if row.generation_state == GenerationState.ACTIVE:
+            have = points[row.projection]
+            points[row.projection] = row.checkpoint if have is None else min(have, row.checkpoint)
+    return points, paused
 
 
 # -- swapping by hand, dropping ----------------------------------------------------------------

@@ -41,6 +41,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from events.subjects import ALL_SUBJECTS, STREAM
 from projections import metrics
 from projections.errors import DatabaseError, ProjectionError
+from projections.infra import GenerationState
 from projections.infra import status as status_table
 from projections.locks import WriterLock
 from projections.partitions import community_of_subject, partition_of
@@ -547,7 +548,7 @@ class Worker:
         except (DatabaseError, sa.exc.SQLAlchemyError):
             return False
         state = next((r.state for r in rows if r.generation == self.generation), None)
-        return state in (None, "dropped")
+        return state in (None, GenerationState.DROPPED)
 
     async def _recover_checkpoint(self) -> None:
         """Re-read the checkpoint (holding the lock, taken again if lost) and resubscribe."""

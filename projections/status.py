@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from projections.database import reader
 from projections.errors import ProjectionError
-from projections.infra import checkpoints, dead_letters, generations, parked
+from projections.infra import GenerationState, checkpoints, dead_letters, generations, parked
 from projections.infra import status as status_table
 
 
@@ -69,7 +69,7 @@ def read_status(engine: Engine, projection: str | None = None) -> list[Partition
                 & (status_table.c.generation == checkpoints.c.generation)
                 & (status_table.c.partition == checkpoints.c.partition),
             )
-            .where(generations.c.state != "dropped")
+            .where(generations.c.state != GenerationState.DROPPED)
             .order_by(checkpoints.c.projection, checkpoints.c.generation, checkpoints.c.partition)
         )
         if projection is not None:
@@ -108,7 +108,10 @@ def active_checkpoints(engine: Engine, projection: str) -> list[int]:
                 (generations.c.projection == checkpoints.c.projection)
                 & (generations.c.generation == checkpoints.c.generation),
             )
-            .where(checkpoints.c.projection == projection, generations.c.state == "active")
+            .where(
+                checkpoints.c.projection == projection,
+                generations.c.state == GenerationState.ACTIVE,
+            )
         ).all()
     return [int(r[0]) for r in rows]
 
