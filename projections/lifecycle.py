@@ -64,6 +64,7 @@ __all__ = [
     "build",
     "drop",
     "generation_row",
+    "live_worker",
     "prepare_generation",
     "release_community",
     "retry_dead_letters",
@@ -546,6 +547,28 @@ def serving_positions(
             have = points[row.projection]
             points[row.projection] = row.checkpoint if have is None else min(have, row.checkpoint)
     return points, paused
+
+
+def live_worker(
+    rows: Sequence[PartitionStatus],
+    generation: int | None,
+    *,
+    stale_after: float,
+    now: datetime | None = None,
+) -> str | None:
+    """The id of a worker that looks alive on ``generation``: a running status row updated
+    within ``stale_after`` seconds. Such a worker's supervisor also builds and swaps in every
+    generation left building."""
+    now = now or datetime.now(UTC)
+    for row in rows:
+        if (
+            row.generation == generation
+            and row.worker_state in (WorkerState.RUNNING, WorkerState.CATCHING_UP)
+            and row.updated_at is not None
+            and (now - _aware(datetime.fromisoformat(row.updated_at))).total_seconds() < stale_after
+        ):
+            return str(row.worker)
+    return None
 
 
 # -- swapping by hand, dropping ----------------------------------------------------------------

@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -52,14 +53,16 @@ from projections.lifecycle import (
     bootstrap,
     build,
     drop,
+    live_worker,
     prepare_generation,
     release_community,
     rollback,
+    serving_positions,
     start_generation,
 )
 from projections.locks import WriterLock
 from projections.runner import Worker, WorkerSettings
-from projections.status import wait_for
+from projections.status import PartitionStatus, wait_for
 from projections.store import FoldPolicy, NotCaughtUp, ProjectionStore, RawMessage
 from projections.supervisor import Supervisor
 
@@ -568,3 +571,31 @@ async def test_a_broker_stall_during_a_build_does_not_end_it(
     ended = await asyncio.wait_for(task, 60)
     assert ended.end is BuildEnd.SWAPPED and store.active() == 2
     assert ended.checkpoint == seqs[-1]
+
+
+def test_serving_positions_and_live_workers_are_read_from_status_rows() -> None:
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+    def row(
+        name: str, generation: int, state: str, partition: int, checkpoint: int, worker: str
+    ) -> PartitionStatus:
+        fresh = (now - timedelta(seconds=5)).replace(tzinfo=None).isoformat()  # as SQLite has it
+        return PartitionStatus(
+            name, generation, 1, state, partition, checkpoint, 0, 0, 0, worker, None,
+            f"w-{name}-{generation}-{partition}", None, fresh,
+        )  # fmt: skip
+
+    rows = [
+        row("a", 1, "retired", 0, 5, "paused"),  # history: neither a position nor a pause
+        row("a", 2, "active", 0, 40, "running"),
+        row("a", 2, "active", 1, 30, "catching_up"),
+        row("b", 1, "active", 0, 7, "stopped"),
+        row("b", 2, "building", 0, 3, "paused"),
+        row("c", 1, "active", 0, 9, "running"),  # not asked for
+    ]
+    points, paused = serving_positions(rows, ["a", "b", "d"])
+    assert (points, paused) == ({"a": 30, "b": 7, "d": None}, {"b"})
+    assert live_worker(rows, 2, stale_after=30, now=now) == "w-a-2-0"
+    assert live_worker(rows, 2, stale_after=1, now=now) is None, "a stale row is no live worker"
+    assert live_worker(rows, 1, stale_after=30, now=now) == "w-c-1-0"
+    assert live_worker(rows, None, stale_after=30, now=now) is None
