@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import sqlalchemy as sa
+import structlog.testing
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -599,3 +600,32 @@ def test_serving_positions_and_live_workers_are_read_from_status_rows() -> None:
     assert live_worker(rows, 2, stale_after=1, now=now) is None, "a stale row is no live worker"
     assert live_worker(rows, 1, stale_after=30, now=now) == "w-c-1-0"
     assert live_worker(rows, None, stale_after=30, now=now) is None
+
+
+async def test_a_failed_build_in_the_supervisor_is_logged_and_tried_again(
+    js: JetStreamContext,
+    engine: sa.Engine,
+    background: list[tuple[asyncio.Event, asyncio.Task[None]]],
+) -> None:
+    """Failed before: a build task's error was never retrieved (asyncio's "Task exception was
+    never retrieved" at best); now the supervisor logs it and builds the generation again."""
+    await publish(js, wires(make_events(100, seed=32)))
+    store = ProjectionStore(engine, EventCounts())
+    bootstrap(store, 1)
+    assert start_generation(store, 1) == 2
+    with engine.begin() as conn:  # g2 as an older Agora made it: its workers refuse to fold it
+        conn.execute(sa.text("ALTER TABLE agora_seen_event_counts__g2 DROP COLUMN digest"))
+    supervisor = Supervisor(js, engine, [EventCounts()], settings=FAST, poll=0.05)
+    with structlog.testing.capture_logs() as logs:
+        spawn(background, supervisor.run)
+
+        def failures() -> list[dict[str, object]]:
+            return [e for e in logs if e["event"] == "build failed; trying again"]
+
+        await wait_until(lambda: len(failures()) >= 2, 60, "the failed build, logged twice")
+        drop(store, 2)  # the operator's answer: drop it; no build is started again
+        await wait_until(lambda: not supervisor._builds, 30, "the builds to end")
+    first = failures()[0]
+    assert (first["projection"], first["generation"]) == ("event_counts", 2)
+    assert "built by an older Agora" in str(first["error"])
+    assert store.active() == 1
