@@ -13,6 +13,7 @@ The last section holds the regression tests of engine problems found on the way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ from support.engine import (
 )
 
 from agora.embedded import EmbeddedNats, free_port
+from agora.stack import API_TIMEOUT
 from agora.workers import lag_age, seq_at_time
 from events import Event
 from events.publisher import Publisher, PublishStatus
@@ -452,6 +454,43 @@ async def test_an_interrupted_rebuild_stays_building_and_is_continued(
         assert await worker.stop(signal.SIGINT) == 0, worker.stderr()
     finally:
         worker.close()
+
+
+async def test_a_rebuild_rides_out_a_broker_stall(
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    nc: Client,
+    js: JetStreamContext,
+    sqlite_url: str,
+    engine_of: Any,
+) -> None:
+    """Failed before: `agora rebuild` exited 1 with `cannot read stream AGORA: NATS error: nats:
+    timeout` when the broker stalled longer than a request's timeout during the build."""
+    cli = cli_env(nats_server.url, tmp_path, sqlite_url)
+    engine = engine_of(sqlite_url)
+    pairs = await publish_events(nc, make_events(500, seed=33))
+    assert (await cli("rebuild", NAME)).code == 0  # g1
+
+    lock = WriterLock(engine, NAME, 2, 0)  # the build of g2 waits for it: it only reads the head
+    assert lock.try_acquire()
+    build = cli.start("rebuild", "rebuild", NAME, "--json")
+    try:
+        await wait_until(lambda: 2 in generation_states(engine), 60, "g2 to be created")
+        nats_server.pause()
+        try:  # the fault lasts twice the CLI's request timeout; a build ending in it has failed
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(build.process.wait, 2 * API_TIMEOUT + 1)
+        finally:
+            nats_server.resume()
+        lock.release()
+        await wait_until(lambda: not build.running(), 60, "the rebuild to end", 0.1)
+        assert build.process.returncode == 0, build.stderr()
+        document = json.loads(build.stdout())
+        assert (document["generation"], document["swapped"]) == (2, True)
+        assert counts(engine, f"{NAME}__g2") == oracle(pairs)
+    finally:
+        build.close()
+        lock.release()
 
 
 # -- times, lag, --no-swap -----------------------------------------------------------------------
