@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.sample import sample_events
 
 from agora.demo import DEFAULT_DATA
 from agora.embedded import EmbeddedNats, free_port
-from agora.sample import sample_events
 from events.codec import encode
 
 START = datetime(2024, 1, 1, tzinfo=UTC)

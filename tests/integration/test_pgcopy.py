@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 from support.engine import dump, postgres_database
+from support.sample import sample_events
 
 from agora.registry import get_projections
-from agora.sample import sample_events
 from events import encode
 from events.subjects import subject_of
 from projections.database import create_engine

@@ -10,11 +10,11 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from support.sample import sample_events
 
 from agora.config import Settings
 from agora.embedded import EmbeddedNats, free_port
 from agora.errors import AgoraError, StreamConfigMismatch
-from agora.sample import sample_events
 from agora.stack import Stack
 from agora.stream import HEADER_ALLOWANCE, StreamSettings, ensure_stream
 from events.codec import encode

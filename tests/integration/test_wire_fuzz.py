@@ -39,9 +39,9 @@ import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
 from support.engine import DB_KINDS, Breakable, dump, postgres_database
+from support.sample import sample_events
 
 from agora.registry import get_projections
-from agora.sample import sample_events
 from events import CODEC, Event, subject_of
 from projections.api import Projection
 from projections.database import create_engine

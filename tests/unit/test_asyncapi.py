@@ -13,7 +13,7 @@ import pytest
 from faststream.specification.asyncapi.v3_0_0.schema import ApplicationSchema
 
 from agora.asyncapi import SCHEMA_FORMAT, asyncapi_document, render_asyncapi
-from agora.cli import schema as schema_command
+from agora.cli.contract import schema as schema_command
 from events.codec import CODEC
 from events.schema import event_schemas
 from events.subjects import ALL_SUBJECTS, subject

@@ -10,12 +10,16 @@
   ``agora``.
 
 Every import counts, including those under ``if TYPE_CHECKING:`` and inside functions.
+
+No module of ours imports itself back through others (an import cycle), counting imports inside
+functions too: the graph over events/, projections/, services/, agora/ and bench/ has no cycle.
 """
 
 from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +124,97 @@ def test_the_contract_package_exists_and_is_scanned() -> None:
     assert any(imp.root == "msgspec" for imp in imports_of(ROOT / "events" / "codec.py", "events"))
 
 
+# -- import cycles -------------------------------------------------------------------------------
+
+#: Packages whose modules form the import graph checked for cycles.
+GRAPHED = (*OURS, "bench")
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    """The dotted module name of a source file (a package's ``__init__.py`` is the package)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def module_imports(path: Path, root: Path = ROOT) -> list[tuple[str, tuple[str, ...]]]:
+    """Every import in ``path`` as (module, names imported from it); relative ones resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    own = module_name(path, root)
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = parts[: len(parts) - (node.level - 1)]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            found.append((module, tuple(alias.name for alias in node.names)))
+    return found
+
+
+def import_graph(root: Path = ROOT, packages: Iterable[str] = GRAPHED) -> dict[str, set[str]]:
+    """Each of our modules -> the modules of ours it imports (anywhere in its source).
+
+    An import names a module directly: ``a.b`` is the edge to ``a.b``, not to the package ``a``
+    whose ``__init__`` Python also runs, and ``from a import b`` is the edge to the module
+    ``a.b`` when there is one (Python loads it without needing ``a``'s names), else to ``a``.
+    So a package's init importing its own submodules is the normal shape of a package, not a
+    cycle, while a submodule importing a name from its package's init is one.
+    """
+    paths = {
+        module_name(path, root): path
+        for package in packages
+        for path in sorted((root / package).rglob("*.py"))
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        targets: set[str] = set()
+        for module, names in module_imports(path, root):
+            submodules = {f"{module}.{n}" for n in names} & paths.keys()
+            targets |= submodules
+            if len(submodules) < len(names) or not names:
+                targets.add(module)
+        graph[name] = (targets & paths.keys()) - {name}
+    return graph
+
+
+def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or None when the graph has none."""
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start}
+        stack = [iter(sorted(graph[start]))]
+        while stack:
+            following = next(stack[-1], None)
+            if following is None:
+                stack.pop()
+                done.add(path[-1])
+                on_path.discard(path.pop())
+            elif following in on_path:
+                return [*path[path.index(following) :], following]
+            elif following not in done:
+                path.append(following)
+                on_path.add(following)
+                stack.append(iter(sorted(graph.get(following, ()))))
+    return None
+
+
+def test_no_import_cycle() -> None:
+    graph = import_graph()
+    assert "agora.config" in graph["agora.stack"]  # the graph is built from our sources
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
 # -- the checker itself --------------------------------------------------------------------------
 
 
@@ -178,3 +273,69 @@ def test_checker_applies_the_forbidden_packages(tmp_path: Path) -> None:
 
 def test_checker_handles_a_missing_package(tmp_path: Path) -> None:
     assert violations("services", tmp_path) == []
+
+
+def test_cycle_checker_finds_function_level_and_relative_imports(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "agora/__init__.py": "",
+            "agora/cli/__init__.py": "from agora.cli import stream\nfrom .common import run\n",
+            "agora/cli/common.py": "import agora.config\n",
+            "agora/cli/stream.py": "from . import common\n",
+            "agora/config.py": "def f():\n    from agora.importing import x\n",
+            "agora/importing.py": "def g():\n    from .cli.common import run\n",
+        },
+    )
+    graph = import_graph(root, ["agora"])
+    assert graph["agora.cli"] == {"agora.cli.stream", "agora.cli.common"}
+    assert graph["agora.cli.stream"] == {"agora.cli.common"}
+    assert find_cycle(graph) == [
+        "agora.cli.common",
+        "agora.config",
+        "agora.importing",
+        "agora.cli.common",
+    ]
+
+
+def test_cycle_checker_passes_a_package_importing_its_own_modules(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "agora/__init__.py": "from agora import a\n",
+            "agora/a.py": "from agora.b import x\n",
+            "agora/b.py": "import events.codec\n",
+            "events/__init__.py": "",
+            "events/codec.py": "import json\n",
+        },
+    )
+    graph = import_graph(root, ["agora", "events"])
+    assert graph["agora.b"] == {"events.codec"}
+    assert find_cycle(graph) is None
+
+
+def test_cycle_checker_finds_a_module_importing_a_name_from_its_package(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "agora/__init__.py": "from agora.a import f\nVALUE = 1\n",
+            "agora/a.py": "def f():\n    from agora import VALUE\n",
+        },
+    )
+    assert find_cycle(import_graph(root, ["agora"])) == ["agora", "agora.a", "agora"]
+
+
+# -- module size ---------------------------------------------------------------------------------
+
+#: Lines a module of the command line may have at most (small modules named by role).
+MAX_LINES = 500
+
+
+def test_command_line_modules_stay_small() -> None:
+    sizes = {
+        path.relative_to(ROOT).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted((ROOT / "agora" / "cli").glob("*.py"))
+    }
+    assert "agora/cli/common.py" in sizes
+    too_long = {name: n for name, n in sizes.items() if n > MAX_LINES}
+    assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"

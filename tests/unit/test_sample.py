@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
+from support.sample import DEFAULT_STEP, SampleTraffic, sample_events
 
-from agora.sample import DEFAULT_STEP, SampleTraffic, sample_events
 from events.catalogue import (
     EVENT_TYPES,
     AnswerAccepted,

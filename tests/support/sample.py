@@ -1,4 +1,4 @@
-"""Deterministic sample traffic for the demo, until the real simulator exists.
+"""Deterministic sample traffic for the tests (the demo runs the simulator, services/simulator).
 
 :class:`SampleTraffic` plays a few communities: members join before they act, posts come before
 their replies, reactions, accepted answers, reports and moderator decisions refer to content that

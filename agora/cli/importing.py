@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agora.cli.common import _json, _run, _settings, app
 from agora.config import Settings
 from agora.errors import AgoraError
 from agora.stack import Stack
@@ -16,6 +17,7 @@ from services.errors import ServiceError
 from services.stackexchange.importer import ImportProgress, ImportSummary, import_stackexchange
 
 import_app = typer.Typer(no_args_is_help=True, help="Import a community's history as events.")
+app.add_typer(import_app, name="import")
 
 
 async def run_stackexchange_import(
@@ -76,8 +78,6 @@ def stackexchange(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Import a Stack Exchange data dump with its original times (idempotent: derived ids)."""
-    from agora.cli import _json, _run, _settings
-
     settings = _settings(ctx)
     summary = _run(run_stackexchange_import(settings, directory, community))
     document = summary_document(summary)
