@@ -1,10 +1,10 @@
-"""Edge helpers of the projection commands: the database, workers, builds, stream positions.
+"""Edge helpers of the projection commands: the database, workers, status with lag.
 
 This is where the CLI meets the projection engine: it opens the database from the settings,
-runs a :class:`~projections.supervisor.Supervisor` until stopped, builds a generation while
-watching it in the database, resolves times to stream sequences and reads projection status
-with the stream's head. Driver and engine errors (nats-py, SQLAlchemy,
-:class:`~projections.errors.ProjectionError`) are translated here into one-line
+runs a :class:`~projections.supervisor.Supervisor` until stopped and reads projection status
+with the stream's head. The generation lifecycle (building, swapping, resuming, dropping) is
+:mod:`projections.lifecycle`'s; the CLI calls it directly. Driver and engine errors (nats-py,
+SQLAlchemy, :class:`~projections.errors.ProjectionError`) are translated here into one-line
 :class:`EngineError` messages.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,15 +32,10 @@ from agora.errors import AgoraError, ConfigError
 from agora.registry import get_projections
 from agora.stack import Stack
 from events.subjects import STREAM
-from projections import lifecycle
 from projections.database import create_engine
 from projections.errors import ProjectionError
-from projections.lifecycle import LIVE_STATES as LIVE_STATES
-from projections.lifecycle import BuildEnd, BuildProgress, GenerationState, stream_head
-
-# Until agora/cli.py (being split into a package) calls projections.lifecycle itself:
-from projections.lifecycle import BuildOutcome as BuildOutcome
-from projections.lifecycle import generation_row as generation_row
+from projections.lifecycle import LIVE_STATES as LIVE_STATES  # read by `agora status`
+from projections.lifecycle import GenerationState, stream_head
 from projections.runner import WorkerSettings
 from projections.status import PartitionStatus, read_status
 from projections.store import ProjectionStore
@@ -48,24 +43,14 @@ from projections.supervisor import Supervisor
 
 log = structlog.get_logger("agora.workers")
 
-#: Seconds a JetStream request of these helpers may take.
-REQUEST_TIMEOUT = 5.0
 #: Seconds after which a worker's status row is considered stale (its process likely gone).
 STALE_AFTER = 30.0
 #: Seconds between two progress log lines of `agora worker`, per projection.
 LOG_EVERY = 5.0
-#: Seconds between two looks at a building generation in the database.
-BUILD_POLL = 0.25
-#: Seconds the workers of a build may take to stop after it is stopped.
-STOP_TIMEOUT = 30.0
 
 
 class EngineError(AgoraError):
     """The projection engine, its database or NATS failed; the message is one line."""
-
-
-class BuildPaused(EngineError):
-    """A partition of the generation being built paused on a fold error."""
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -121,12 +106,6 @@ def store_of(engine: Engine, name: str) -> ProjectionStore:
 
 
 # -- the stream --------------------------------------------------------------------------------
-
-
-async def seq_at_time(js: JetStreamContext, when: datetime) -> int:
-    """:func:`projections.lifecycle.seq_at_time`, its errors as :class:`EngineError`."""
-    with translate():
-        return await lifecycle.seq_at_time(js, when)
 
 
 async def lag_age(
@@ -259,38 +238,6 @@ async def _report(supervisor: Supervisor, stop: asyncio.Event, every: float) -> 
                 workers=",".join(states),
                 building=building or None,
             )
-
-
-# -- building generations ----------------------------------------------------------------------
-
-
-BuildState = BuildProgress
-
-
-async def build_generation(
-    js: JetStreamContext,
-    store: ProjectionStore,
-    number: int,
-    *,
-    swap: bool = True,
-    stop: asyncio.Event | None = None,
-    on_progress: Callable[[BuildProgress], None] | None = None,
-    settings: WorkerSettings | None = None,
-) -> BuildOutcome:
-    """:func:`projections.lifecycle.build`, its errors as :class:`EngineError`."""
-    name = store.projection.name
-    try:
-        with translate(f"building {name} g{number}"):
-            outcome = await lifecycle.build(
-                js, store, number, swap=swap, stop=stop, on_progress=on_progress, settings=settings
-            )
-    except EngineError as error:
-        if isinstance(error.__cause__, lifecycle.BuildPaused):
-            raise BuildPaused(str(error.__cause__)) from None
-        raise
-    if outcome.end is BuildEnd.SUPERSEDED:
-        raise EngineError(f"{name} g{number} became {outcome.state} while building")
-    return outcome
 
 
 def parse_time(value: str | None) -> datetime | None:

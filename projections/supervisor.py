@@ -20,8 +20,13 @@ from sqlalchemy.engine import Engine
 
 from projections.api import Projection
 from projections.errors import DatabaseError, ProjectionError
-from projections.lifecycle import BuildOutcome, GenerationState, bootstrap, build
-from projections.lifecycle import start_generation as start_generation  # until the CLI moves
+from projections.lifecycle import (
+    BuildOutcome,
+    GenerationState,
+    bootstrap,
+    build,
+    start_generation,
+)
 from projections.runner import Progress, Worker, WorkerSettings
 from projections.store import ProjectionStore
 

@@ -43,7 +43,7 @@ from support.engine import (
 
 from agora.embedded import EmbeddedNats, free_port
 from agora.stack import API_TIMEOUT
-from agora.workers import lag_age, seq_at_time
+from agora.workers import lag_age
 from events import Event
 from events.publisher import Publisher, PublishStatus
 from projections.api import Delivered
@@ -51,6 +51,7 @@ from projections.changes import Changes
 from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.infra import status as status_table
+from projections.lifecycle import seq_at_time
 from projections.locks import WriterLock
 from projections.runner import Worker, WorkerSettings
 from projections.status import read_status, wait_for
