@@ -1,14 +1,17 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+ and make:
 #   make demo   -- the main job (creates .venv and installs on first use)
 #   make test   -- lint, type checks and the whole test suite
+# The probe silences each candidate's stderr: a pyenv shim of a version that is not installed
+# exists on PATH but only prints an error when run.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-	&& { echo $$p; break; }; done)
+	2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The slowest tests are listed at the end of every run, so the suite's time stays in view.
-PYTEST_ARGS ?= --durations=25
+# Tests run in two processes (pytest-xdist; each test has its own NATS server and database, so
+# they do not share state), and the slowest are listed at the end, so the suite's time stays in view.
+PYTEST_ARGS ?= --numprocesses=auto --maxprocesses=4 --dist=worksteal --durations=25
 
 .PHONY: install demo up browser test check lint types pytest bench schema docs clean
 
@@ -62,3 +65,9 @@ schema: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .agora .pytest_cache .ruff_cache .mypy_cache tests/e2e/artifacts
+
+# Generated files: the event and table references, and the deploy manifests' projection workers.
+docs: $(STAMP)
+	$(BIN)/python -m agora.docgen > docs/events.md
+	$(BIN)/python -m agora.docgen tables > docs/tables.md
+	$(BIN)/python -m agora.deploygen

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -27,6 +27,10 @@ _URL_FIELDS = frozenset({"nats_url", "database_url", "read_database_url"})
 #: Subject tokens (no wildcards, no spaces), dot-separated: what an inbox prefix may be.
 INBOX_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 InboxPrefix = Annotated[str, Meta(pattern=INBOX_PREFIX_PATTERN)]
+#: The dump ``agora demo`` imports when neither ``--data`` nor ``AGORA_DEMO_DATA`` names one.
+DEFAULT_DEMO_DATA: Final = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "stackexchange-beer"
+)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -277,6 +281,11 @@ def sources(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         field: env_name(field) if environ.get(env_name(field), "") != "" else "default"
         for field in Settings.__struct_fields__
     }
+
+
+def default_demo_data() -> Path | None:
+    """:data:`DEFAULT_DEMO_DATA` when a dump is there (it has a ``Posts.xml``), else None."""
+    return DEFAULT_DEMO_DATA if (DEFAULT_DEMO_DATA / "Posts.xml").is_file() else None
 
 
 def _known_names() -> str:

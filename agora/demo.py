@@ -9,10 +9,11 @@ import of a Stack Exchange dump as history, a wait until every projection has ca
 then the simulator's live traffic.
 
 The phases are shown as they go: import progress, catch-up per projection, then live events/s and
-lag -- a live display on a terminal (when logs are quiet), plain lines otherwise. A component that
-ends before ``stop`` (a port in use, NATS gone for good) stops everything and is reported
-(:class:`ComponentFailed`, exit 1). Shutdown: ``stop`` is set, every task finishes its work in
-progress (a worker commits or rolls back its batch), then the stack closes.
+lag -- a live display on a terminal (when logs are quiet), plain lines otherwise
+(:mod:`agora.progress`). A component that ends before ``stop`` (a port in use, NATS gone for
+good) stops everything and is reported (:class:`ComponentFailed`, exit 1). Shutdown: ``stop``
+is set, every task finishes its work in progress (a worker commits or rolls back its batch),
+then the stack closes.
 """
 
 from __future__ import annotations
@@ -21,32 +22,26 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections import deque
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-import sqlalchemy as sa
 import structlog
 from rich.console import Console
-from rich.live import Live
-from rich.text import Text
 
-from agora.config import Settings, env_name
+from agora.config import DEFAULT_DEMO_DATA, Settings, default_demo_data, env_name
 from agora.errors import AgoraError
+from agora.history import import_lines, known_ids, stored_again
 from agora.moderation_wiring import run_moderation
-from agora.registry import known_names
+from agora.progress import Display, Monitor, Reading, catch_up_lines, live_lines
 from agora.serve import run_service
 from agora.simulator_wiring import run_simulator
 from agora.stack import Stack
 from agora.web.server import serve_dashboard
 from agora.workers import one_line, open_engine, run_workers
 from events.subjects import STREAM
-from projections.errors import ProjectionError
-from projections.lifecycle import serving_positions
-from projections.status import read_status
 from services.errors import ServiceError
 from services.moderation.app import Running
 from services.simulator.runner import RunStats
@@ -55,13 +50,9 @@ from services.stackexchange.importer import ImportProgress, ImportSummary, impor
 log = structlog.get_logger("agora.demo")
 
 #: The dump ``agora demo`` imports when neither ``--data`` nor ``AGORA_DEMO_DATA`` is given.
-DEFAULT_DATA: Final = Path(__file__).resolve().parents[2] / "shared" / "data" / "stackexchange-beer"
+DEFAULT_DATA: Final = DEFAULT_DEMO_DATA
 #: Seconds between two readings of the stream head and the checkpoints.
 SAMPLE_EVERY: Final = 0.5
-#: Seconds of readings behind the live events/s figure.
-RATE_WINDOW: Final = 5.0
-#: Seconds between two plain progress lines when the display is not live.
-PRINT_EVERY: Final = 10.0
 #: Seconds the components may take to stop after ``stop`` before they are cancelled.
 STOP_GRACE: Final = 20.0
 #: The member the demo's generated moderator token belongs to.
@@ -130,7 +121,7 @@ def demo_data(settings: Settings, option: Path | None) -> Path | None:
     """
     chosen = option or settings.demo_data
     if chosen is None:
-        return DEFAULT_DATA if (DEFAULT_DATA / "Posts.xml").is_file() else None
+        return default_demo_data()
     if not (chosen / "Posts.xml").is_file():
         raise NoDump(f"no Stack Exchange dump in {chosen} (no Posts.xml)")
     return chosen
@@ -212,136 +203,6 @@ async def wait_listening(host: str, port: int, components: Components) -> None:
         return
 
 
-# -- progress ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reading:
-    """The stream head and each projection's active checkpoint at one moment."""
-
-    at: float
-    head: int
-    checkpoints: dict[str, int | None]
-    """Per projection, the lowest checkpoint of its active generation (None: not started)."""
-    paused: frozenset[str]
-
-    def lag(self, name: str) -> int | None:
-        """Events of the stream ``name`` has not applied yet (None: not started)."""
-        point = self.checkpoints.get(name)
-        return None if point is None else max(self.head - point, 0)
-
-    def caught_up(self, target: int) -> bool:
-        """Every projection applied ``target`` (or is paused: it will not get there alone)."""
-        return all(
-            name in self.paused or (point is not None and point >= target)
-            for name, point in self.checkpoints.items()
-        )
-
-
-class Monitor:
-    """Reads the stream head and the checkpoints; keeps recent readings for events/s."""
-
-    def __init__(self, stack: Stack, engine: sa.Engine) -> None:
-        self.stack = stack
-        self.engine = engine
-        self.names = known_names()
-        self.recent: deque[Reading] = deque()
-        self.last: Reading | None = None
-
-    async def read(self) -> Reading:
-        """A new reading; the previous values stand in for a part that cannot be read now."""
-        previous = self.last
-        head = previous.head if previous else 0
-        with contextlib.suppress(AgoraError):
-            head = (await self.stack.stream_status()).state.last_seq
-        try:
-            rows = await asyncio.to_thread(read_status, self.engine)
-            points, paused = serving_positions(rows, self.names)
-        except (ProjectionError, sa.exc.SQLAlchemyError) as error:
-            log.debug("cannot read the checkpoints", error=one_line(error))
-            points = dict(previous.checkpoints) if previous else dict.fromkeys(self.names)
-            paused = set(previous.paused) if previous else set()
-        reading = Reading(time.monotonic(), head, points, frozenset(paused))
-        self.last = reading
-        self.recent.append(reading)
-        while len(self.recent) > 2 and self.recent[1].at < reading.at - RATE_WINDOW:
-            self.recent.popleft()
-        return reading
-
-    def rate(self) -> float:
-        """Events/s appended to the stream over the last few seconds."""
-        if len(self.recent) < 2:
-            return 0.0
-        first, last = self.recent[0], self.recent[-1]
-        return (last.head - first.head) / max(last.at - first.at, 1e-6)
-
-
-class Display:
-    """A live display on a terminal, else a plain line now and then; notes are kept above."""
-
-    def __init__(self, console: Console, live: bool) -> None:
-        self.console = console
-        self.live: Live | None = None
-        self.enabled = live
-        self.next_print = 0.0
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Display]:
-        """Show the live display (if enabled) while inside."""
-        if not self.enabled:
-            yield self
-            return
-        with Live(Text(""), console=self.console, refresh_per_second=4, transient=False) as live:
-            self.live = live
-            try:
-                yield self
-            finally:
-                self.live = None
-
-    def note(self, message: str) -> None:
-        """A line that stays."""
-        self.console.print(message, soft_wrap=True)
-
-    def show(self, lines: list[str], *, now: bool = False) -> None:
-        """Replace the live lines; without a terminal, print them every PRINT_EVERY seconds."""
-        if self.live is not None:
-            self.live.update(Text("\n".join(lines)))
-            return
-        if now or time.monotonic() >= self.next_print:
-            self.next_print = time.monotonic() + PRINT_EVERY
-            for line in lines:
-                self.console.print(line, soft_wrap=True)
-
-
-def catch_up_lines(reading: Reading, target: int) -> list[str]:
-    """Catch-up progress: each projection's active checkpoint against ``target``."""
-    lines = [f"catching up with stream seq {target:,}:"]
-    for name, point in reading.checkpoints.items():
-        state = "paused (see `agora status`)" if name in reading.paused else ""
-        if not state:
-            state = "caught up" if point is not None and point >= target else "catching up"
-        have = "-" if point is None else f"{point:,}"
-        lines.append(f"  {name:<26} {have:>10} / {target:,}  {state}")
-    return lines
-
-
-def live_lines(reading: Reading, rate: float, left: float | None, detail: bool) -> list[str]:
-    """The live phase: events/s, the stream head, the lag of each projection (or the worst)."""
-    lags = {name: reading.lag(name) for name in reading.checkpoints}
-    known = [(lag, name) for name, lag in lags.items() if lag is not None]
-    worst = max(known) if known else None
-    tail = f" · {left:.0f} s left" if left is not None else ""
-    lag = f"max lag {worst[0]:,} events ({worst[1]})" if worst else "lag unknown"
-    head = f"live: {rate:7.1f} events/s · stream seq {reading.head:,} · {lag}{tail} · Ctrl-C stops"
-    if not detail:
-        return [head]
-    rows = [head]
-    for name, value in lags.items():
-        paused = " (paused)" if name in reading.paused else ""
-        rows.append(f"  {name:<26} lag {'-' if value is None else f'{value:,}':>8}{paused}")
-    return rows
-
-
 # -- the phases --------------------------------------------------------------------------------
 
 
@@ -411,6 +272,7 @@ async def import_history(
             raise AgoraError(str(error)) from error
 
     display.note(f"importing {data} as community {options.community!r}")
+    before = await known_ids(stack.js, options.community)
     task = asyncio.create_task(run())
     try:
         while not task.done():
@@ -435,12 +297,9 @@ async def import_history(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, AgoraError):
                 await task
-    display.note(
-        f"imported {summary.published:,} events of {summary.community} in {summary.seconds:.1f} s:"
-        f" stored {summary.stored:,}, duplicate {summary.duplicate:,}, failed {summary.failed:,}"
-    )
-    for reason, n in summary.failure_reasons.items():
-        display.note(f"  import failed x{n}: {reason}")
+    again = None if before is None else await stored_again(stack.js, options.community, before)
+    for line in import_lines(summary, again):
+        display.note(line)
     return summary
 
 

@@ -2,13 +2,17 @@
 
 Records of the standard library's ``logging`` (uvicorn, nats-py, SQLAlchemy) are rendered by the
 same renderer: in JSON mode every record, with its traceback if any, is one JSON line.
+
+Logs go to ``sys.stderr`` as it is at each write, not as it was at configuration: while a live
+display (a progress bar of rich) runs on a terminal, rich stands in for ``sys.stderr`` and prints
+each log line above the display instead of through it.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Literal, TextIO, cast
 
 import structlog
 
@@ -16,7 +20,18 @@ LogFormat = Literal["auto", "json", "console"]
 
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
-_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of each write."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def resolve_format(fmt: LogFormat, stream: TextIO) -> Literal["json", "console"]:
@@ -30,7 +45,7 @@ def configure_logging(
     fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
     """Configure structlog (and the stdlib root logger) for this process."""
-    out = stream or sys.stderr
+    out = stream or cast(TextIO, _CurrentStderr())
     concrete = resolve_format(fmt, out)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()

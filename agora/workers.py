@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ import nats.errors
 import nats.js.errors
 import sqlalchemy as sa
 import structlog
-from nats.js import JetStreamContext
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
@@ -31,20 +28,21 @@ from agora.config import Settings, env_name
 from agora.errors import AgoraError, ConfigError
 from agora.registry import get_projections
 from agora.stack import Stack
-from events.subjects import STREAM
 from projections.database import create_engine
 from projections.errors import ProjectionError
-from projections.lifecycle import LIVE_STATES as LIVE_STATES  # read by `agora status`
-from projections.lifecycle import GenerationState, stream_head
+from projections.lifecycle import GenerationState
 from projections.runner import WorkerSettings
-from projections.status import PartitionStatus, read_status
+from projections.status import (
+    PartitionStatus,
+    StatusRow,
+    read_status,
+    with_lag,
+)
 from projections.store import ProjectionStore
 from projections.supervisor import Supervisor
 
 log = structlog.get_logger("agora.workers")
 
-#: Seconds after which a worker's status row is considered stale (its process likely gone).
-STALE_AFTER = 30.0
 #: Seconds between two progress log lines of `agora worker`, per projection.
 LOG_EVERY = 5.0
 
@@ -103,30 +101,6 @@ def open_engine(settings: Settings) -> Engine:
 def store_of(engine: Engine, name: str) -> ProjectionStore:
     """A store of the registered projection ``name`` (UnknownProjection if there is none)."""
     return ProjectionStore(engine, get_projections([name])[0])
-
-
-# -- the stream --------------------------------------------------------------------------------
-
-
-async def lag_age(
-    js: JetStreamContext, checkpoint: int, now: datetime | None = None
-) -> float | None:
-    """Seconds since the oldest event not applied yet (the one after ``checkpoint``) was stored.
-
-    None when there is no such message: the checkpoint is at the head (caught up).
-    """
-    try:
-        message = await js.get_msg(STREAM, checkpoint + 1)
-    except nats.js.errors.NotFoundError:
-        return None
-    except (nats.errors.Error, TimeoutError) as error:
-        raise EngineError(
-            f"cannot read stream message {checkpoint + 1}: {one_line(error)}"
-        ) from None
-    if message.time is None:
-        return None
-    stored = message.time if message.time.tzinfo else message.time.replace(tzinfo=UTC)
-    return max(0.0, ((now or datetime.now(UTC)) - stored).total_seconds())
 
 
 # -- running workers ---------------------------------------------------------------------------
@@ -240,103 +214,13 @@ async def _report(supervisor: Supervisor, stop: asyncio.Event, every: float) -> 
             )
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """A status timestamp as an aware datetime (SQLite returns them naive, in UTC)."""
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 # -- status ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StatusRow:
-    """One partition of one generation, with its lag against the stream's head."""
-
-    projection: str
-    generation: int
-    version: int
-    generation_state: str
-    partition: int
-    checkpoint: int
-    stream_last_seq: int | None
-    lag_events: int | None
-    lag_seconds: float | None
-    rate: float | None
-    worker_state: str | None
-    stale: bool
-    error: str | None
-    worker: str | None
-    dead_letters: int
-    events: int
-    duplicates: int
-    updated_at: str | None
-
-    @property
-    def paused(self) -> bool:
-        """True when a live (active or building) partition is paused by a fold error."""
-        return self.worker_state == "paused" and self.generation_state in LIVE_STATES
 
 
 def read_partitions(engine: Engine, projection: str | None = None) -> list[PartitionStatus]:
     """Every partition of every non-dropped generation, from the database."""
     with translate("cannot read projection status"):
         return read_status(engine, projection)
-
-
-async def with_lag(
-    js: JetStreamContext | None,
-    partitions: Sequence[PartitionStatus],
-    now: datetime | None = None,
-) -> tuple[int | None, list[StatusRow]]:
-    """The stream head and each partition's lag (in events and seconds); no NATS: no lag."""
-    now = now or datetime.now(UTC)
-    head: int | None = None
-    if js is not None:
-        with translate():
-            head = await stream_head(js, patience=0)
-    ages: dict[int, float | None] = {}
-    rows: list[StatusRow] = []
-    for p in partitions:
-        lag = max(head - p.checkpoint, 0) if head is not None else None
-        age: float | None = None
-        if js is not None and lag:
-            if p.checkpoint not in ages:
-                ages[p.checkpoint] = await lag_age(js, p.checkpoint, now)
-            age = ages[p.checkpoint]
-        elif lag == 0:
-            age = 0.0
-        updated = parse_time(p.updated_at)
-        stale = (
-            p.worker_state in ("running", "catching_up", "waiting")
-            and updated is not None
-            and (now - updated).total_seconds() > STALE_AFTER
-        )
-        rows.append(
-            StatusRow(
-                projection=p.projection,
-                generation=p.generation,
-                version=p.version,
-                generation_state=p.generation_state,
-                partition=p.partition,
-                checkpoint=p.checkpoint,
-                stream_last_seq=head,
-                lag_events=lag,
-                lag_seconds=round(age, 3) if age is not None else None,
-                rate=p.rate,
-                worker_state=p.worker_state,
-                stale=stale,
-                error=p.error,
-                worker=p.worker,
-                dead_letters=p.dead_letters,
-                events=p.events,
-                duplicates=p.duplicates,
-                updated_at=updated.isoformat().replace("+00:00", "Z") if updated else None,
-            )
-        )
-    return head, rows
 
 
 async def projection_status(
@@ -346,7 +230,8 @@ async def projection_status(
     partitions = await asyncio.to_thread(read_partitions, engine, projection)
     try:
         async with Stack(settings, name="agora-status") as stack:
-            head, rows = await with_lag(stack.js, partitions)
+            with translate():
+                head, rows = await with_lag(stack.js, partitions)
     except AgoraError as error:
         _, rows = await with_lag(None, partitions)
         return None, rows, str(error)

@@ -87,7 +87,9 @@ status = sa.Table(
     sa.Column("state", sa.String(16), nullable=False, comment="running | paused | stopped"),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("worker", sa.String(128), nullable=True),
-    sa.Column("rate", sa.Float, nullable=False, default=0.0, comment="events/s since start"),
+    sa.Column(
+        "rate", sa.Float, nullable=False, default=0.0, comment="events/s over the last minute"
+    ),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="wall clock"),
 )
 

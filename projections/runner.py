@@ -25,6 +25,7 @@ import enum
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,9 @@ from projections.store import (
 )
 
 log = structlog.get_logger("agora.projections")
+
+#: Seconds over which a worker's events/s (its status row, build progress) is counted.
+RATE_WINDOW = 60.0
 
 _T = TypeVar("_T")
 
@@ -135,12 +139,44 @@ class Progress:
     resubscribes: int = 0
     pauses: int = 0
     """Times the consumer was stopped because the buffer was full (backpressure)."""
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    """The worker's monotonic clock, in seconds (a test may drive it)."""
+    window: float = RATE_WINDOW
+    """Seconds over which :meth:`rate` counts events."""
+    started: float = field(default=-1.0)
+    _marks: deque[tuple[float, int]] = field(default_factory=deque, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
+        self._marks.append((self.started, 0))
+
+    def count(self, events: int) -> None:
+        """Count ``events`` applied now."""
+        self.events += events
+        now = self.clock()
+        marks = self._marks
+        if now - marks[-1][0] < 1.0 and len(marks) > 1:
+            marks[-1] = (marks[-1][0], self.events)  # one mark per second is precise enough
+        else:
+            marks.append((now, self.events))
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        # Keep one mark at or before the window's start: the count the window starts from.
+        marks = self._marks
+        while len(marks) > 1 and marks[1][0] <= now - self.window:
+            marks.popleft()
 
     def rate(self) -> float:
-        """Messages per second since the worker started."""
-        elapsed = time.monotonic() - self.started
-        return self.events / elapsed if elapsed > 0 else 0.0
+        """Events applied per second over the last ``window`` seconds (or since the start)."""
+        now = self.clock()
+        self._forget(now)
+        since, base = self._marks[0]
+        if since < now - self.window:
+            since = now - self.window
+        elapsed = now - since
+        return (self.events - base) / elapsed if elapsed > 0 else 0.0
 
 
 class Worker:
@@ -157,6 +193,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         stream: str = STREAM,
         on_batch: Callable[[Progress], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.js = js
         self.store = store
@@ -170,7 +207,7 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.state = WorkerState.WAITING
         self.error: str | None = None
-        self.progress = Progress()
+        self.progress = Progress(clock=clock)
         self._buffer: list[RawMessage] = []
         self._buffer_bytes = 0
         self._arrived = asyncio.Event()
@@ -485,7 +522,7 @@ class Worker:
         elapsed = time.monotonic() - started
         progress = self.progress
         progress.applied_seq = outcome.last_seq
-        progress.events += len(batch)
+        progress.count(len(batch))
         progress.batches += 1
         self.state = WorkerState.CATCHING_UP if self._catching_up() else WorkerState.RUNNING
         labels = self._labels

@@ -1,19 +1,40 @@
-"""Reading where projections are: checkpoints, lag, state, dead letters; waiting for a sequence."""
+"""Reading where projections are: checkpoints, lag, state, dead letters; waiting for a sequence.
+
+The status of a partition joins what the database records (checkpoint, worker state, rate) with
+the stream (its head, and the time the oldest event not applied yet was stored): its lag in events
+and in age. A partition of a live generation (active or building) is healthy unless its worker is
+paused by a fold error or stale (a running worker that stopped writing its status: killed,
+frozen, cut off), and unless one of its communities is parked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import nats.errors
+import nats.js.errors
 import sqlalchemy as sa
+from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
 
+from events.subjects import STREAM
 from projections.database import reader
 from projections.errors import ProjectionError
 from projections.infra import GenerationState, checkpoints, dead_letters, generations, parked
 from projections.infra import status as status_table
+from projections.stream import stream_head
+
+#: Generation states whose partitions count for health (retired ones are history).
+LIVE_STATES = frozenset({GenerationState.ACTIVE, GenerationState.BUILDING})
+#: Seconds after which the status row of a working worker is stale: its process is likely gone or
+#: frozen (workers write it every ``WorkerSettings.status_interval``, 2 s by default).
+STALE_AFTER = 30.0
+#: Worker states that promise a fresh status row.
+WORKING_STATES = frozenset({"running", "catching_up", "waiting"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,3 +229,128 @@ def parked_rows(engine: Engine, projection: str | None = None) -> list[ParkedRow
         )
         for r in rows
     ]
+
+
+# -- lag against the stream ----------------------------------------------------------------------
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """A status timestamp as an aware datetime (SQLite returns them naive, in UTC)."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """One partition of one generation, with its lag against the stream's head."""
+
+    projection: str
+    generation: int
+    version: int
+    generation_state: str
+    partition: int
+    checkpoint: int
+    stream_last_seq: int | None
+    lag_events: int | None
+    lag_seconds: float | None
+    rate: float | None
+    worker_state: str | None
+    stale: bool
+    error: str | None
+    worker: str | None
+    dead_letters: int
+    events: int
+    duplicates: int
+    updated_at: str | None
+
+    @property
+    def live(self) -> bool:
+        """True for a partition of an active or building generation."""
+        return self.generation_state in LIVE_STATES
+
+    @property
+    def paused(self) -> bool:
+        """True when a live partition is paused by a fold error."""
+        return self.worker_state == "paused" and self.live
+
+    @property
+    def stale_live(self) -> bool:
+        """True when a live partition's worker says it works but stopped writing its status."""
+        return self.stale and self.live
+
+
+def healthy(rows: Sequence[StatusRow], parked: Sequence[ParkedRow]) -> bool:
+    """No live partition paused or stale, no community parked (the stream's state aside)."""
+    return not parked and not any(r.paused or r.stale_live for r in rows)
+
+
+async def lag_age(
+    js: JetStreamContext, checkpoint: int, now: datetime | None = None, stream: str = STREAM
+) -> float | None:
+    """Seconds since the oldest event not applied yet (the one after ``checkpoint``) was stored.
+
+    None when there is no such message: the checkpoint is at the head (caught up).
+    """
+    try:
+        message = await js.get_msg(stream, checkpoint + 1)
+    except nats.js.errors.NotFoundError:
+        return None
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as error:
+        raise ProjectionError(f"cannot read stream message {checkpoint + 1}: {error}") from error
+    if message.time is None:
+        return None
+    stored = message.time if message.time.tzinfo else message.time.replace(tzinfo=UTC)
+    return max(0.0, ((now or datetime.now(UTC)) - stored).total_seconds())
+
+
+async def with_lag(
+    js: JetStreamContext | None,
+    partitions: Sequence[PartitionStatus],
+    now: datetime | None = None,
+) -> tuple[int | None, list[StatusRow]]:
+    """The stream head and each partition's lag (in events and seconds); no NATS: no lag.
+
+    One request for the head, then one per distinct lagging checkpoint, all at once.
+    """
+    now = now or datetime.now(UTC)
+    head = await stream_head(js, patience=0) if js is not None else None
+    ages: dict[int, float | None] = {}
+    if js is not None and head is not None:
+        behind = sorted({p.checkpoint for p in partitions if p.checkpoint < head})
+        found = await asyncio.gather(*(lag_age(js, c, now) for c in behind))
+        ages = dict(zip(behind, found, strict=True))
+    rows: list[StatusRow] = []
+    for p in partitions:
+        lag = max(head - p.checkpoint, 0) if head is not None else None
+        age = 0.0 if lag == 0 else ages.get(p.checkpoint)
+        updated = parse_time(p.updated_at)
+        stale = (
+            p.worker_state in WORKING_STATES
+            and updated is not None
+            and (now - updated).total_seconds() > STALE_AFTER
+        )
+        rows.append(
+            StatusRow(
+                projection=p.projection,
+                generation=p.generation,
+                version=p.version,
+                generation_state=p.generation_state,
+                partition=p.partition,
+                checkpoint=p.checkpoint,
+                stream_last_seq=head,
+                lag_events=lag,
+                lag_seconds=round(age, 3) if age is not None else None,
+                rate=p.rate,
+                worker_state=p.worker_state,
+                stale=stale,
+                error=p.error,
+                worker=p.worker,
+                dead_letters=p.dead_letters,
+                events=p.events,
+                duplicates=p.duplicates,
+                updated_at=updated.isoformat().replace("+00:00", "Z") if updated else None,
+            )
+        )
+    return head, rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -39,7 +40,6 @@ from agora.cli.common import (
 from agora.config import Settings
 from agora.stack import Stack
 from agora.workers import (
-    STALE_AFTER,
     EngineError,
     open_engine,
     read_partitions,
@@ -99,6 +99,8 @@ class _BuildDisplay:
             TimeRemainingColumn(),
             console=out,
             disable=not self.interactive,
+            # Log lines (stderr) print above the bar, unless stderr goes elsewhere than the bar.
+            redirect_stderr=sys.stderr.isatty(),
         )
         self.task = self.progress.add_task(label, total=None, rate=0.0)
         self.samples: deque[tuple[float, int]] = deque()
@@ -194,7 +196,6 @@ async def _build(settings: Settings, plan: _BuildPlan) -> _BuildReport:
                     live = lifecycle.live_worker(
                         await asyncio.to_thread(read_partitions, engine, name),
                         active,
-                        stale_after=STALE_AFTER,
                     )
                     if live:
                         typer.echo(

@@ -27,7 +27,7 @@ from agora.cli.common import (
     log,
     out,
 )
-from agora.config import Settings, env_name, sources
+from agora.config import DEFAULT_DEMO_DATA, Settings, default_demo_data, env_name, sources
 from agora.stack import Stack
 from events.catalogue import Event
 from events.codec import check_clock_skew, validate_json
@@ -96,6 +96,14 @@ def config(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for name in Settings.__struct_fields__:
         source = "default" if origin[name] == "default" else "env"
         rows[name] = {"value": masked[name], "env": env_name(name), "source": source}
+    if settings.demo_data is None:  # the demo looks for a dump beside the repository
+        found = default_demo_data()
+        rows["demo_data"]["value"] = None if found is None else str(found)
+        rows["demo_data"]["detail"] = (
+            "found beside the repository"
+            if found is not None
+            else f"no dump in {DEFAULT_DEMO_DATA}: the demo runs on simulated traffic only"
+        )
     rows["embedded_nats"] = {"value": settings.embedded_nats, "env": None, "source": "derived"}
     rows["effective_database_url"] = {
         "value": masked["database_url (effective)"],
@@ -111,7 +119,8 @@ def config(ctx: typer.Context, as_json: JsonOption = False) -> None:
     table.add_column("source")
     for name, row in rows.items():
         value = "(unset)" if row["value"] is None else str(row["value"])
-        table.add_row(row["env"] or name, value, row["source"])
+        source = f"{row['source']} ({row['detail']})" if "detail" in row else row["source"]
+        table.add_row(row["env"] or name, value, source)
     out.print(table)
 
 

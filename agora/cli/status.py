@@ -1,14 +1,19 @@
-"""`agora status`: every projection partition's generation, checkpoint, lag and worker."""
+"""`agora status`: where every projection is: generation, checkpoint, lag, events/s, worker.
+
+The rules (lag, staleness, what is healthy) are :mod:`projections.status`'s; the table is
+:mod:`agora.cli.status_view`'s; this module reads, prints and sets the exit code.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from sqlalchemy.engine import Engine
 
+from agora.cli import status_view
 from agora.cli.common import (
     EXIT_FAILURE,
     JsonOption,
@@ -23,30 +28,9 @@ from agora.cli.common import (
     out,
 )
 from agora.registry import known_names
-from agora.workers import (
-    LIVE_STATES,
-    StatusRow,
-    projection_status,
-    translate,
-)
+from agora.workers import projection_status, translate
 from events.subjects import STREAM
-from projections.status import (
-    ParkedRow,
-    parked_rows,
-)
-
-if TYPE_CHECKING:
-    pass
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 120:
-        return f"{value:.1f} s"
-    if value < 7200:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"
+from projections.status import ParkedRow, StatusRow, healthy, parked_rows
 
 
 def _status_document(
@@ -59,14 +43,14 @@ def _status_document(
     stream: dict[str, Any] = {"name": STREAM, "last_seq": head}
     if nats_error is not None:
         stream["error"] = nats_error
-    paused = sum(1 for r in rows if r.paused)
     return {
         "stream": stream,
         "partitions": rows,
         "not_started": idle,
-        "paused": paused,
+        "paused": sum(1 for r in rows if r.paused),
+        "stale": sum(1 for r in rows if r.stale_live),
         "parked": [_parked_fields(p) for p in parked],
-        "ok": not paused and not parked and nats_error is None,
+        "ok": healthy(rows, parked) and nats_error is None,
     }
 
 
@@ -86,21 +70,10 @@ def _parked_fields(row: ParkedRow) -> dict[str, Any]:
 
 def _live_parked(engine: Engine, rows: list[StatusRow], projection: str | None) -> list[ParkedRow]:
     """Parked communities of active or building generations."""
-    live = {(r.projection, r.generation) for r in rows if r.generation_state in LIVE_STATES}
+    live = {(r.projection, r.generation) for r in rows if r.live}
     with translate("cannot read parked communities"):
         found = parked_rows(engine, projection)
     return [p for p in found if (p.projection, p.generation) in live]
-
-
-def _worker_cell(row: StatusRow) -> str:
-    if row.worker_state is None:
-        return "-"
-    text = row.worker_state
-    if row.stale:
-        text += " (stale)"
-    if row.worker_state == "paused" and row.error:
-        text += f": {row.error}"
-    return text
 
 
 @app.command()
@@ -109,15 +82,23 @@ def status(
     projection: Annotated[
         str | None, typer.Argument(metavar="PROJECTION", help="Only this projection.")
     ] = None,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="One line per partition with every column (over 100 wide)."),
+    ] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Show retired generations too.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Show each projection partition: generation, checkpoint, lag, rate, worker, dead letters.
+    """Show each projection: generation, checkpoint, lag, events/s, worker, dead letters.
 
-    Lag is in events (stream last seq - checkpoint) and in seconds (the age of the oldest event
-    not applied). Parked communities (a poison event holds back that community's later events,
-    the others go on) are listed with the failing sequence and the error. Exit 1 when a partition
-    of an active or building generation is paused by a fold error or has a parked community, or
-    when NATS cannot be reached (the database part is still shown).
+    One line per generation whose partitions agree, else one per partition (--wide: one per
+    partition with every column); retired generations only with --all (--json lists them all).
+    Lag is in events (stream last seq - checkpoint) and in age (of the oldest event not applied);
+    events/s is over the last minute. Parked communities (a poison event holds back that
+    community's later events, the others go on) are listed with the failing sequence and the
+    error. Exit 1 when a partition of an active or building generation is paused by a fold error,
+    has a parked community or a stale worker (its status not written for 30 s: killed or frozen),
+    or when NATS cannot be reached (the database part is still shown).
     """
     settings = _settings(ctx)
     if projection is not None:
@@ -135,7 +116,7 @@ def status(
     if as_json:
         _json(document)
     else:
-        _print_status(head, rows, idle)
+        _print_status(head, rows, idle, wide=wide, show_all=show_all)
         for p in parked:
             out.print(
                 f"{p.projection} g{p.generation} p{p.partition}: community {p.community} parked "
@@ -146,9 +127,13 @@ def status(
     if nats_error is not None:
         typer.echo(f"error: stream lag unknown: {nats_error}", err=True)
     for row in rows:
+        where = f"{row.projection} g{row.generation} p{row.partition}"
         if row.paused:
+            typer.echo(f"{where} is paused: {row.error}", err=True)
+        elif row.stale_live:
             typer.echo(
-                f"{row.projection} g{row.generation} p{row.partition} is paused: {row.error}",
+                f"{where}: worker {row.worker} says {row.worker_state} but has not written its "
+                f"status since {row.updated_at} (killed or frozen?)",
                 err=True,
             )
     for p in parked:
@@ -162,40 +147,29 @@ def status(
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _print_status(head: int | None, rows: list[StatusRow], idle: list[str]) -> None:
-    where = f"last seq {head:,}" if head is not None else "unreachable"
-    table = Table(title=f"projections (stream {STREAM}: {where})", title_justify="left")
-    for column, justify in (
-        ("projection", "left"),
-        ("gen", "right"),
-        ("version", "right"),
-        ("state", "left"),
-        ("part", "right"),
-        ("checkpoint", "right"),
-        ("lag", "right"),
-        ("lag age", "right"),
-        ("events/s", "right"),
-        ("worker", "left"),
-        ("dead letters", "right"),
-        ("updated", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for r in rows:
-        table.add_row(
-            r.projection,
-            str(r.generation),
-            str(r.version),
-            r.generation_state,
-            str(r.partition),
-            f"{r.checkpoint:,}",
-            f"{r.lag_events:,}" if r.lag_events is not None else "-",
-            _seconds(r.lag_seconds),
-            f"{r.rate:.1f}" if r.rate is not None else "-",
-            _worker_cell(r),
-            str(r.dead_letters),
-            r.updated_at or "-",
-        )
-    if rows:
-        _wide().print(table)
+def _print_status(
+    head: int | None,
+    rows: list[StatusRow],
+    idle: list[str],
+    *,
+    wide: bool = False,
+    show_all: bool = False,
+) -> None:
+    shown = status_view.visible(rows, show_all)
+    if shown:
+        if wide:
+            _wide().print(status_view.wide_table(head, shown))
+        else:
+            _wide().print(status_view.compact_table(head, shown, datetime.now(UTC)))
+            for r in shown:
+                if r.worker_state == "paused" and r.error:
+                    out.print(
+                        f"{r.projection} g{r.generation} p{r.partition} at checkpoint "
+                        f"{r.checkpoint:,} paused: {r.error}",
+                        soft_wrap=True,
+                    )
+    hidden = status_view.hidden_generations(rows, show_all)
+    if hidden:
+        out.print(f"{hidden} retired generation{'s' if hidden != 1 else ''} not shown (--all)")
     for name in idle:
         out.print(f"{name}: not started (no generation yet; `agora worker` creates it)")

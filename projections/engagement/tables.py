@@ -53,7 +53,7 @@ def define_tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa
     daily = sa.Table(
         table_name(DAILY),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
         sa.Column("day", sa.Date, primary_key=True, comment="UTC day of occurred_at"),
         _counter("joins", "member.joined events"),
         _counter("leaves", "member.left events"),
@@ -71,7 +71,7 @@ def define_tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa
     hourly = sa.Table(
         table_name(HOURLY),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
         sa.Column("hour", _TIME, primary_key=True, comment="UTC hour of occurred_at"),
         _counter("reports", "content.reported events"),
         _counter("negative", "reaction.added events of a negative kind"),
@@ -80,8 +80,8 @@ def define_tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa
     members = sa.Table(
         table_name(MEMBERS),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
-        sa.Column("member", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
+        sa.Column("member", _ID, primary_key=True, comment="member id"),
         sa.Column("joined_at", _TIME, comment="first member.joined"),
         sa.Column("last_joined_at", _TIME, comment="latest member.joined"),
         sa.Column("left_at", _TIME, comment="latest member.left"),
@@ -100,15 +100,15 @@ def define_tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa
     posts = sa.Table(
         table_name(POSTS),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
-        sa.Column("post", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
+        sa.Column("post", _ID, primary_key=True, comment="post id"),
         sa.Column("author", _ID, comment="actor of the latest post.created"),
         sa.Column("created_at", _TIME, comment="earliest post.created"),
         sa.Column("deleted_at", _TIME, comment="earliest post.deleted"),
         _counter("replies", "live replies (created and not deleted)"),
         _counter("reactions", "reaction.added events on the post itself"),
         sa.Column("first_reply_at", _TIME, comment="earliest live reply by another member"),
-        sa.Column("first_reply", _ID),
+        sa.Column("first_reply", _ID, comment="id of that reply"),
         sa.Column("first_reply_secs", sa.Float, comment="first_reply_at - created_at"),
         sa.Column("accepted_at", _TIME, comment="earliest answer.accepted"),
         sa.Column("accepted_reply", _ID, comment="reply of the latest answer.accepted"),
@@ -142,7 +142,7 @@ def define_tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa
     cohorts = sa.Table(
         table_name(COHORTS),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
         sa.Column("cohort", sa.Date, primary_key=True, comment="Monday of the join week"),
         sa.Column("week", sa.SmallInteger, primary_key=True, comment="weeks after the join week"),
         _counter("active", "cohort members active in that week"),
@@ -150,7 +150,7 @@ def define_tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa
     sizes = sa.Table(
         table_name(COHORT_SIZES),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
         sa.Column("cohort", sa.Date, primary_key=True, comment="Monday of the join week"),
         _counter("members", "members whose first join is in that week"),
     )

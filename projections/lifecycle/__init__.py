@@ -38,12 +38,11 @@ from projections.lifecycle.generations import (
     rollback,
     start_generation,
 )
-from projections.lifecycle.positions import LIVE_STATES, live_worker, serving_positions
-from projections.lifecycle.stream import STREAM_PATIENCE, seq_at_time, stream_head, stream_info
+from projections.lifecycle.positions import live_worker, serving_positions
+from projections.stream import STREAM_PATIENCE, seq_at_time, stream_head, stream_info
 
 __all__ = [
     "BUILD_POLL",
-    "LIVE_STATES",
     "STREAM_PATIENCE",
     "AlreadyBuilding",
     "BuildEnd",

@@ -19,11 +19,10 @@ from nats.js import JetStreamContext
 from projections.errors import DatabaseError, ProjectionError
 from projections.infra import GenerationState
 from projections.lifecycle.generations import generation_row
-from projections.lifecycle.positions import aware
-from projections.lifecycle.stream import one_line, stream_head
 from projections.runner import Worker, WorkerSettings, WorkerState
-from projections.status import ParkedRow, PartitionStatus, parked_rows, read_status
+from projections.status import ParkedRow, PartitionStatus, parked_rows, parse_time, read_status
 from projections.store import GenerationRow, NotBuilding, NotCaughtUp, ProjectionStore
+from projections.stream import one_line, stream_head
 
 log = structlog.get_logger("agora.projections")
 
@@ -268,6 +267,6 @@ def _paused_since(store: ProjectionStore, number: int, since: datetime) -> list[
         for r in rows
         if r.generation == number
         and r.worker_state == WorkerState.PAUSED
-        and r.updated_at is not None
-        and aware(datetime.fromisoformat(r.updated_at)) >= since
+        and (updated := parse_time(r.updated_at)) is not None
+        and updated >= since
     ]

@@ -10,8 +10,8 @@ from nats.js import JetStreamContext
 
 from projections.errors import DatabaseError, ProjectionError
 from projections.infra import GenerationState
-from projections.lifecycle.stream import seq_at_time, stream_info
 from projections.store import GenerationRow, NotBuilding, ProjectionStore
+from projections.stream import seq_at_time, stream_info
 
 
 class AlreadyBuilding(ProjectionError):

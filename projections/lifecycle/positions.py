@@ -7,10 +7,7 @@ from datetime import UTC, datetime
 
 from projections.infra import GenerationState
 from projections.runner import WorkerState
-from projections.status import PartitionStatus
-
-LIVE_STATES = frozenset({GenerationState.ACTIVE, GenerationState.BUILDING})
-"""Generation states whose paused partitions count as a failure (retired ones are history)."""
+from projections.status import LIVE_STATES, STALE_AFTER, PartitionStatus, parse_time
 
 
 def serving_positions(
@@ -35,7 +32,7 @@ def live_worker(
     rows: Sequence[PartitionStatus],
     generation: int | None,
     *,
-    stale_after: float,
+    stale_after: float = STALE_AFTER,
     now: datetime | None = None,
 ) -> str | None:
     """The id of a worker that looks alive on ``generation``: a running status row updated
@@ -46,13 +43,8 @@ def live_worker(
         if (
             row.generation == generation
             and row.worker_state in (WorkerState.RUNNING, WorkerState.CATCHING_UP)
-            and row.updated_at is not None
-            and (now - aware(datetime.fromisoformat(row.updated_at))).total_seconds() < stale_after
+            and (updated := parse_time(row.updated_at)) is not None
+            and (now - updated).total_seconds() < stale_after
         ):
             return str(row.worker)
     return None
-
-
-def aware(moment: datetime) -> datetime:
-    """A status timestamp as an aware datetime (SQLite returns them naive, in UTC)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

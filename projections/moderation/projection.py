@@ -83,45 +83,91 @@ def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table
     queue = sa.Table(
         table_name(QUEUE),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
         sa.Column("target_kind", sa.String(8), primary_key=True, comment="post | reply | member"),
-        sa.Column("target", _ID, primary_key=True),
-        sa.Column("target_author", _ID, nullable=False),
+        sa.Column(
+            "target", _ID, primary_key=True, comment="id of the post, reply or member reported"
+        ),
+        sa.Column(
+            "target_author",
+            _ID,
+            nullable=False,
+            comment="author of the target, as its creation event says",
+        ),
         sa.Column("status", sa.String(16), nullable=False, comment=" | ".join(ITEM_STATUSES)),
         sa.Column("priority", sa.String(8), nullable=False, comment="low | medium | high"),
         sa.Column("score", sa.BigInteger, nullable=False, comment="pending + agreed, milli-points"),
-        sa.Column("pending_score", sa.BigInteger, nullable=False),
-        sa.Column("agreed_score", sa.BigInteger, nullable=False),
+        sa.Column(
+            "pending_score",
+            sa.BigInteger,
+            nullable=False,
+            comment="sum of the open reports' weights, milli-points",
+        ),
+        sa.Column(
+            "agreed_score",
+            sa.BigInteger,
+            nullable=False,
+            comment="sum of the agreed reports' weights (all rounds), milli-points",
+        ),
         sa.Column("round", sa.Integer, nullable=False, comment="1 + times reopened"),
         sa.Column("reports", sa.Integer, nullable=False, comment="every report recorded"),
-        sa.Column("open_reports", sa.Integer, nullable=False),
+        sa.Column(
+            "open_reports", sa.Integer, nullable=False, comment="reports open in this round (count)"
+        ),
         sa.Column(
             "open_list", sa.Text, nullable=False, comment="JSON [[report, reporter, reason], ...]"
         ),
         sa.Column("top_reason", sa.String(16), nullable=False, comment="most severe open reason"),
-        sa.Column("first_reported_at", _TIME, nullable=False),
-        sa.Column("last_reported_at", _TIME, nullable=False),
+        sa.Column(
+            "first_reported_at",
+            _TIME,
+            nullable=False,
+            comment="time of the first report on the target",
+        ),
+        sa.Column("last_reported_at", _TIME, nullable=False, comment="time of the latest report"),
         sa.Column("opened_at", _TIME, nullable=False, comment="earliest open report of the round"),
-        sa.Column("opened_seq", sa.BigInteger, nullable=False),
+        sa.Column(
+            "opened_seq",
+            sa.BigInteger,
+            nullable=False,
+            comment="stream sequence of the report that opened the round",
+        ),
         sa.Column("resolved_at", _TIME, comment="end of the last round"),
-        sa.Column("resolved_seq", sa.BigInteger),
+        sa.Column(
+            "resolved_seq", sa.BigInteger, comment="stream sequence that ended the last round"
+        ),
         sa.Column("resolution_seconds", sa.BigInteger, comment="last round: end - opened_at"),
         sa.Column("decision", sa.String(16), comment="last moderator decision"),
-        sa.Column("decided_by", _ID),
-        sa.Column("decided_at", _TIME),
+        sa.Column("decided_by", _ID, comment="moderator of the last decision"),
+        sa.Column("decided_at", _TIME, comment="time of the last decision"),
         sa.Column("edited_at", _TIME, comment="last post.edited"),
         sa.Column("deleted_at", _TIME, comment="target deleted / member removed"),
         sa.Column("auto_hide_due_at_seq", sa.BigInteger, comment="seq of the report that crossed"),
-        sa.Column("auto_hide_due_at", _TIME),
+        sa.Column(
+            "auto_hide_due_at",
+            _TIME,
+            comment="event time of the report that crossed the auto-hide score",
+        ),
         sa.Column("auto_hide_score", sa.BigInteger, comment="score when it crossed"),
-        sa.Column("auto_hide_round", sa.Integer),
-        sa.Column("hidden", sa.Boolean, nullable=False),
-        sa.Column("hidden_at", _TIME),
-        sa.Column("hidden_by", _ID),
-        sa.Column("hide_rule", sa.String(100)),
+        sa.Column(
+            "auto_hide_round", sa.Integer, comment="round in which it was marked for auto-hide"
+        ),
+        sa.Column("hidden", sa.Boolean, nullable=False, comment="the target is hidden now"),
+        sa.Column("hidden_at", _TIME, comment="time of the last content.hidden"),
+        sa.Column(
+            "hidden_by",
+            _ID,
+            comment="actor of the last content.hidden (system: the auto-hide rule)",
+        ),
+        sa.Column("hide_rule", sa.String(100), comment="rule named by the last content.hidden"),
         sa.Column("auto_hidden_round", sa.Integer, comment="round in which `system` hid it"),
-        sa.Column("restored_at", _TIME),
-        sa.Column("updated_seq", sa.BigInteger, nullable=False),
+        sa.Column("restored_at", _TIME, comment="time of the last content.restored"),
+        sa.Column(
+            "updated_seq",
+            sa.BigInteger,
+            nullable=False,
+            comment="stream sequence of the row's last change",
+        ),
     )
     sa.Index(
         f"ix_{queue.name}_by_score",
@@ -137,26 +183,30 @@ def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table
     reports = sa.Table(
         table_name(REPORTS),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
-        sa.Column("report", _ID, primary_key=True),
-        sa.Column("target_kind", sa.String(8)),
-        sa.Column("target", _ID),
-        sa.Column("target_author", _ID),
-        sa.Column("reporter", _ID),
-        sa.Column("reason", sa.String(16)),
-        sa.Column("note", sa.Text),
-        sa.Column("reported_at", _TIME),
-        sa.Column("seq", sa.BigInteger),
-        sa.Column("round", sa.Integer),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
+        sa.Column("report", _ID, primary_key=True, comment="report id"),
+        sa.Column("target_kind", sa.String(8), comment="post | reply | member"),
+        sa.Column("target", _ID, comment="id of the target reported"),
+        sa.Column("target_author", _ID, comment="the item's author (not the reporter's claim)"),
+        sa.Column("reporter", _ID, comment="member who reported"),
+        sa.Column("reason", sa.String(16), comment="reason given (spam)"),
+        sa.Column("note", sa.Text, comment="reporter's note"),
+        sa.Column("reported_at", _TIME, comment="time of the report"),
+        sa.Column("seq", sa.BigInteger, comment="stream sequence of the report"),
+        sa.Column("round", sa.Integer, comment="the item's round it belongs to"),
         sa.Column("status", sa.String(16), nullable=False, comment=" | ".join(REPORT_STATUSES)),
-        sa.Column("standing", sa.Integer),
+        sa.Column(
+            "standing", sa.Integer, comment="reporter's standing at the report (0-4, staff 5)"
+        ),
         sa.Column("accuracy_bonus", sa.BigInteger, comment="milli-points"),
         sa.Column("reason_bonus", sa.BigInteger, comment="milli-points"),
         sa.Column("weight", sa.BigInteger, comment="milli-points"),
-        sa.Column("resolved_at", _TIME),
-        sa.Column("resolved_seq", sa.BigInteger),
-        sa.Column("decision", sa.String(16)),
-        sa.Column("decided_by", _ID),
+        sa.Column(
+            "resolved_at", _TIME, comment="time of the decision or deletion that resolved it"
+        ),
+        sa.Column("resolved_seq", sa.BigInteger, comment="stream sequence that resolved it"),
+        sa.Column("decision", sa.String(16), comment="decision that resolved it"),
+        sa.Column("decided_by", _ID, comment="moderator who decided"),
     )
     sa.Index(
         f"ix_{reports.name}_target",
@@ -170,16 +220,42 @@ def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table
     reporters = sa.Table(
         table_name(REPORTERS),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
-        sa.Column("reporter", _ID, primary_key=True),
-        sa.Column("reports", sa.Integer, nullable=False, default=0),
-        sa.Column("cooled", sa.Integer, nullable=False, default=0),
-        sa.Column("duplicates", sa.Integer, nullable=False, default=0),
-        sa.Column("agreed", sa.Integer, nullable=False, default=0),
-        sa.Column("disagreed", sa.Integer, nullable=False, default=0),
-        sa.Column("ignored", sa.Integer, nullable=False, default=0),
-        sa.Column("first_reported_at", _TIME),
-        sa.Column("last_reported_at", _TIME),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
+        sa.Column("reporter", _ID, primary_key=True, comment="member who reports"),
+        sa.Column("reports", sa.Integer, nullable=False, default=0, comment="reports made (count)"),
+        sa.Column(
+            "cooled", sa.Integer, nullable=False, default=0, comment="reports cooled (count)"
+        ),
+        sa.Column(
+            "duplicates",
+            sa.Integer,
+            nullable=False,
+            default=0,
+            comment="reports duplicating an open one of theirs (count)",
+        ),
+        sa.Column(
+            "agreed",
+            sa.Integer,
+            nullable=False,
+            default=0,
+            comment="reports agreed with, self-reports left out (count)",
+        ),
+        sa.Column(
+            "disagreed",
+            sa.Integer,
+            nullable=False,
+            default=0,
+            comment="reports disagreed with, self-reports left out (count)",
+        ),
+        sa.Column(
+            "ignored",
+            sa.Integer,
+            nullable=False,
+            default=0,
+            comment="reports whose target disappeared, self-reports left out (count)",
+        ),
+        sa.Column("first_reported_at", _TIME, comment="time of the first report"),
+        sa.Column("last_reported_at", _TIME, comment="time of the latest report"),
         sa.Column("standing", sa.Integer, comment="at the last report"),
         sa.Column("accuracy_bonus", sa.BigInteger, comment="at the last report, milli-points"),
         sa.Column("last_weight", sa.BigInteger, comment="milli-points"),
@@ -188,59 +264,107 @@ def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table
     periods = sa.Table(
         table_name(PERIODS),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
-        sa.Column("reporter", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
+        sa.Column("reporter", _ID, primary_key=True, comment="member who reports"),
         sa.Column("period", sa.Integer, primary_key=True, comment="days since 1970 // period"),
-        sa.Column("agreed", sa.Integer, nullable=False, default=0),
-        sa.Column("disagreed", sa.Integer, nullable=False, default=0),
+        sa.Column(
+            "agreed",
+            sa.Integer,
+            nullable=False,
+            default=0,
+            comment="reports agreed with in the period (count)",
+        ),
+        sa.Column(
+            "disagreed",
+            sa.Integer,
+            nullable=False,
+            default=0,
+            comment="reports disagreed with in the period (count)",
+        ),
     )
 
     members = sa.Table(
         table_name(MEMBERS),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
-        sa.Column("member", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
+        sa.Column("member", _ID, primary_key=True, comment="member id"),
         sa.Column("joined_at", _TIME, comment="first member.joined"),
-        sa.Column("posts", sa.Integer, nullable=False, default=0),
-        sa.Column("replies", sa.Integer, nullable=False, default=0),
+        sa.Column("posts", sa.Integer, nullable=False, default=0, comment="posts created (count)"),
+        sa.Column(
+            "replies", sa.Integer, nullable=False, default=0, comment="replies created (count)"
+        ),
         sa.Column("answers", sa.Integer, nullable=False, default=0, comment="accepted answers"),
-        sa.Column("sanctions", sa.Integer, nullable=False, default=0),
+        sa.Column(
+            "sanctions",
+            sa.Integer,
+            nullable=False,
+            default=0,
+            comment="approving decisions against the member (count)",
+        ),
         sa.Column("decisions", sa.Integer, nullable=False, default=0, comment="as moderator"),
-        sa.Column("staff", sa.Boolean, nullable=False, default=False),
+        sa.Column(
+            "staff",
+            sa.Boolean,
+            nullable=False,
+            default=False,
+            comment="has decided as a moderator in the community",
+        ),
     )
 
     cooldowns = sa.Table(
         table_name(COOLDOWNS),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
-        sa.Column("target_kind", sa.String(8), primary_key=True),
-        sa.Column("target", _ID, primary_key=True),
-        sa.Column("reporter", _ID, primary_key=True),
-        sa.Column("reason", sa.String(16), primary_key=True),
-        sa.Column("resolved_at", _TIME, nullable=False),
-        sa.Column("resolved_seq", sa.BigInteger, nullable=False),
-        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
+        sa.Column("target_kind", sa.String(8), primary_key=True, comment="post | reply | member"),
+        sa.Column("target", _ID, primary_key=True, comment="id of the target"),
+        sa.Column("reporter", _ID, primary_key=True, comment="member who reported"),
+        sa.Column("reason", sa.String(16), primary_key=True, comment="reason of the report"),
+        sa.Column(
+            "resolved_at",
+            _TIME,
+            nullable=False,
+            comment="time of the last resolution of such a report",
+        ),
+        sa.Column(
+            "resolved_seq",
+            sa.BigInteger,
+            nullable=False,
+            comment="stream sequence of that resolution",
+        ),
+        sa.Column(
+            "outcome", sa.String(16), nullable=False, comment="that resolution: approved | rejected"
+        ),
     )
 
     log = sa.Table(
         table_name(LOG),
         metadata,
-        sa.Column("seq", sa.BigInteger, primary_key=True),
-        sa.Column("community", _ID, nullable=False),
+        sa.Column("seq", sa.BigInteger, primary_key=True, comment="stream sequence of the event"),
+        sa.Column("community", _ID, nullable=False, comment="community id"),
         sa.Column("day", sa.Date, nullable=False, comment="UTC day of occurred_at"),
-        sa.Column("occurred_at", _TIME, nullable=False),
+        sa.Column("occurred_at", _TIME, nullable=False, comment="event time"),
         sa.Column("kind", sa.String(16), nullable=False, comment="decision|hide|restore|ignore"),
         sa.Column("action", sa.String(16), nullable=False, comment="the decision, or the kind"),
         sa.Column("outcome", sa.String(16), comment="approved | rejected | ignored"),
-        sa.Column("target_kind", sa.String(8), nullable=False),
-        sa.Column("target", _ID, nullable=False),
-        sa.Column("target_author", _ID, nullable=False),
-        sa.Column("actor", _ID, nullable=False),
-        sa.Column("rule", sa.String(100)),
-        sa.Column("note", sa.Text, nullable=False),
-        sa.Column("until", _TIME),
-        sa.Column("round", sa.Integer),
-        sa.Column("reports_resolved", sa.Integer, nullable=False),
+        sa.Column("target_kind", sa.String(8), nullable=False, comment="post | reply | member"),
+        sa.Column("target", _ID, nullable=False, comment="id of the target"),
+        sa.Column("target_author", _ID, nullable=False, comment="author of the target"),
+        sa.Column(
+            "actor",
+            _ID,
+            nullable=False,
+            comment="actor of the event (a moderator, system, a deleter)",
+        ),
+        sa.Column("rule", sa.String(100), comment="rule named by a hide"),
+        sa.Column("note", sa.Text, nullable=False, comment="note of the event"),
+        sa.Column("until", _TIME, comment="end of a suspension"),
+        sa.Column("round", sa.Integer, comment="the item's round"),
+        sa.Column(
+            "reports_resolved",
+            sa.Integer,
+            nullable=False,
+            comment="open reports this row resolved (count)",
+        ),
         sa.Column("opened_at", _TIME, comment="start of the round this row ended"),
         sa.Column("open_seconds", sa.BigInteger, comment="time to resolution"),
         sa.Column("score", sa.BigInteger, comment="item score before this row"),
@@ -254,11 +378,16 @@ def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table
     content = sa.Table(
         table_name(CONTENT),
         metadata,
-        sa.Column("community", _ID, primary_key=True),
+        sa.Column("community", _ID, primary_key=True, comment="community id"),
         sa.Column("kind", sa.String(8), primary_key=True, comment="post | reply"),
-        sa.Column("content", _ID, primary_key=True),
+        sa.Column("content", _ID, primary_key=True, comment="id of the post or reply"),
         sa.Column("author", _ID, nullable=False, comment="actor of its first creation event"),
-        sa.Column("created_seq", sa.BigInteger, nullable=False),
+        sa.Column(
+            "created_seq",
+            sa.BigInteger,
+            nullable=False,
+            comment="stream sequence of its first creation event",
+        ),
     )
 
     return {
@@ -385,7 +514,8 @@ class ModerationQueue(Projection):
 def _configured(base: type[ModerationQueue], settings: ModerationSettings) -> type[ModerationQueue]:
     if settings == base.settings:
         return base
-    namespace = {"settings": settings, "version": version_of(settings)}
+    # Its docstring is the base's: docgen describes the projection by it.
+    namespace = {"settings": settings, "version": version_of(settings), "__doc__": base.__doc__}
     return cast(type[ModerationQueue], type(base.__name__, (base,), namespace))
 
 

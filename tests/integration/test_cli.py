@@ -147,6 +147,27 @@ def test_config_masks_secrets_and_names_sources(tmp_path: Path) -> None:
     assert "AGORA_NATS_TOKEN" in human.stdout
 
 
+def test_config_shows_the_demo_dump_the_demo_would_use(tmp_path: Path) -> None:
+    rows = json.loads(agora("config", "--json", cwd=tmp_path).stdout)
+    if (DEFAULT_DATA / "Posts.xml").is_file():  # the beer dump beside the repository
+        assert rows["demo_data"] == {
+            "value": str(DEFAULT_DATA),
+            "env": "AGORA_DEMO_DATA",
+            "source": "default",
+            "detail": "found beside the repository",
+        }
+        human = agora("config", cwd=tmp_path)
+        assert re.search(r"AGORA_DEMO_DATA\s+│\s+/", human.stdout), human.stdout
+        assert "(unset)" not in human.stdout.split("AGORA_DEMO_DATA")[1].split("\n")[0]
+    else:  # a clone elsewhere: config says the demo runs without history
+        assert rows["demo_data"]["value"] is None
+        assert "simulated traffic only" in rows["demo_data"]["detail"]
+
+    dump = tmp_path / "dump"
+    chosen = json.loads(agora("config", "--json", cwd=tmp_path, AGORA_DEMO_DATA=str(dump)).stdout)
+    assert chosen["demo_data"] == {"value": str(dump), "env": "AGORA_DEMO_DATA", "source": "env"}
+
+
 @pytest.mark.parametrize("command", [["config"], ["stream", "init"], ["demo", "--duration", "0"]])
 def test_a_malformed_setting_exits_2_naming_it(command: list[str], tmp_path: Path) -> None:
     result = agora(*command, cwd=tmp_path, AGORA_STREAM_REPLICAS="x")

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
+import pty
+import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,19 +47,20 @@ from support.engine import (
 )
 
 from agora.embedded import EmbeddedNats, free_port
+from agora.registry import get_projections
 from agora.stack import API_TIMEOUT
-from agora.workers import lag_age
 from events import Event
 from events.publisher import Publisher, PublishStatus
 from projections.api import Delivered
 from projections.changes import Changes
 from projections.counts import EventCounts
 from projections.database import create_engine
+from projections.infra import checkpoints
 from projections.infra import status as status_table
 from projections.lifecycle import seq_at_time
 from projections.locks import WriterLock
 from projections.runner import Worker, WorkerSettings
-from projections.status import read_status, wait_for
+from projections.status import lag_age, read_status, wait_for
 from projections.store import ProjectionStore
 
 NAME = "event_counts"
@@ -494,6 +500,118 @@ async def test_a_rebuild_rides_out_a_broker_stall(
         lock.release()
 
 
+# -- output: a progress bar on a terminal, clean JSON in a pipe ----------------------------------
+
+#: Columns of the pseudo-terminal (wide enough for one JSON log line).
+TTY_COLUMNS = 300
+_CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+
+
+def screen_of(raw: str, width: int = TTY_COLUMNS) -> list[str]:
+    """What a terminal shows after ``raw``: the escape codes a rich live display sends, applied."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    i = 0
+    while i < len(raw):
+        match = _CSI.match(raw, i)
+        if match:
+            arg, code = match.groups()
+            if code == "A":  # cursor up
+                row = max(row - int(arg or 1), 0)
+            elif code == "K" and arg == "2":  # erase the whole line
+                rows[row] = []
+            elif not (code == "m" or (code in "hl" and arg == "?25")):  # colours, cursor on/off
+                raise AssertionError(f"escape code not emulated: {match.group()!r}")
+            i = match.end()
+            continue
+        char = raw[i]
+        i += 1
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            row += 1
+        else:
+            if col >= width:
+                row, col = row + 1, 0
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row]
+            line.extend(" " * (col - len(line) + 1))
+            line[col] = char
+            col += 1
+        while len(rows) <= row:
+            rows.append([])
+    return ["".join(line).rstrip() for line in rows]
+
+
+def run_on_a_terminal(
+    cli: Cli, *args: str, stderr: IO[str] | None = None, timeout: float = 120
+) -> tuple[int, str]:
+    """Run ``agora ARGS`` with stdout (and stderr, unless given) on a pseudo-terminal."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, TTY_COLUMNS, 0, 0))
+    env = {**cli.env, "TERM": "xterm-256color", "COLUMNS": str(TTY_COLUMNS)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agora.cli", *args],
+        cwd=cli.cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave if stderr is None else stderr,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = process.wait(timeout)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+async def test_rebuild_logs_above_its_bar_on_a_terminal_and_only_json_on_a_pipe(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: Client, js: JetStreamContext, sqlite_url: str
+) -> None:
+    cli = cli_env(nats_server.url, tmp_path, sqlite_url)
+    await publish_events(nc, make_events(3000, seed=41))
+
+    # A pipe: stdout is the JSON document alone; the log lines of the build went to stderr.
+    piped = await cli("rebuild", NAME, "--json")
+    assert piped.code == 0, piped.stderr
+    assert piped.json()["generation"] == 1
+    assert "writer lock taken" in piped.stderr
+    assert all(json.loads(line)["event"] for line in piped.stderr.splitlines())
+
+    # A terminal: the bar is drawn, and each log line printed during the build is whole, on a
+    # line of its own above the bar, never written into it.
+    code, raw = await asyncio.to_thread(run_on_a_terminal, cli, "rebuild", NAME)
+    assert code == 0, raw
+    screen = screen_of(raw)
+    assert any("━" in line and "g2" in line for line in screen), screen
+    logs = [line for line in screen if '"event"' in line]
+    assert any("writer lock taken" in line for line in logs), screen
+    for line in logs:
+        assert line.startswith("{") and json.loads(line)["event"], line
+    assert any(line.startswith(f"{NAME}: g2 is active") for line in screen), screen
+
+    # A terminal with stderr sent to a file: the log lines go to the file, not to the screen.
+    with (tmp_path / "rebuild.err").open("w") as err:
+        code, raw = await asyncio.to_thread(run_on_a_terminal, cli, "rebuild", NAME, stderr=err)
+    assert code == 0, raw
+    assert '"event"' not in raw and f"{NAME}: g3 is active" in raw
+    assert "writer lock taken" in (tmp_path / "rebuild.err").read_text()
+
+
 # -- times, lag, --no-swap -----------------------------------------------------------------------
 
 
@@ -576,16 +694,115 @@ async def test_status_exits_1_when_a_partition_is_paused_and_flags_stale_workers
     assert f"{NAME} g1 p0 is paused: boom" in human.stderr
     assert "paused: boom" in human.stdout
 
-    # ... and what a worker that vanished (killed) leaves.
+    # ... and what a worker that vanished (killed) or froze (SIGSTOP) leaves: not ok either.
+    # Failed before: `"stale": true` with `"ok": true` and exit 0.
     with engine.begin() as conn:
         conn.execute(
             status_table.update().values(
                 state="running", error=None, updated_at=datetime.now(UTC) - timedelta(hours=1)
             )
         )
-    document = await cli.status()
+    document = await cli.status(code=1)
     [stale] = partitions(document, 1)
     assert (stale["worker_state"], stale["stale"]) == ("running", True)
+    assert document["ok"] is False and document["stale"] == 1 and document["paused"] == 0
+    human = await cli("status")
+    assert human.code == 1
+    assert f"{NAME} g1 p0: worker " in human.stderr and "has not written its status" in human.stderr
+    assert "stale 1.0h" in human.stdout
+
+    # A stale worker of a retired generation is history: ok again.
+    assert (await cli("rebuild", NAME)).code == 0
+    document = await cli.status()
+    assert states(document) == {1: "retired", 2: "active"}
+    assert partitions(document, 1)[0]["stale"] is True
+    assert document["ok"] is True and document["stale"] == 0
+
+
+async def test_status_fits_100_columns_and_lists_retired_generations_only_when_asked(
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    nc: Client,
+    js: JetStreamContext,
+    sqlite_url: str,
+    engine_of: Any,
+) -> None:
+    """Failed before: 157 columns, a line per partition, retired generations always listed."""
+    cli = cli_env(nats_server.url, tmp_path, sqlite_url)
+    engine = engine_of(sqlite_url)
+    head = (await publish_events(nc, make_events(3000, seed=61)))[-1][0]
+    projections = get_projections()
+    assert len(projections) >= 5
+    for projection in projections:
+        store = ProjectionStore(engine, projection)
+        store.ensure(1, 4)
+        store.activate(1, require_caught_up=False)
+    rebuilt = ProjectionStore(engine, EventCounts())
+    rebuilt.ensure(2, 4)
+    rebuilt.activate(2, require_caught_up=False)  # g1 is retired
+    # What workers leave behind, with the widest figures a busy store shows.
+    now = datetime.now(UTC)
+    state = {
+        "engagement": "running",
+        "moderation": "catching_up",
+        "reputation": "running",
+        "event_counts": "running",
+    }
+    with engine.begin() as conn:
+        conn.execute(checkpoints.update().values(last_seq=head - 2345, dead_letters=12_345))
+        for projection in projections:
+            for generation in (1, 2):
+                for partition in range(4):
+                    worker = state.get(projection.name)
+                    if worker is None or (generation == 2 and projection.name != NAME):
+                        continue
+                    paused = projection.name == "reputation" and partition == 2
+                    conn.execute(
+                        status_table.insert().values(
+                            projection=projection.name,
+                            generation=generation,
+                            partition=partition,
+                            state="paused" if paused else worker,
+                            error="RuntimeError: cannot fold the event" if paused else None,
+                            worker="a-rather-long-host-name.example.org:123456",
+                            rate=12_345.6,
+                            updated_at=now,
+                        )
+                    )
+
+    def table(stdout: str) -> list[str]:
+        return [
+            line
+            for line in stdout.splitlines()
+            if line.split(" ")[0] in names and line.split()[2] in ("active", "retired")
+        ]
+
+    names = {p.name for p in projections}
+    human = await cli("status")
+    assert human.code == 1, human.stderr  # the paused partition
+    assert max(len(line) for line in human.stdout.splitlines()) <= 100, human.stdout
+    lines = table(human.stdout)
+    # One line per generation whose partitions agree, one per partition otherwise.
+    assert [line.split()[0] for line in lines].count("engagement") == 1
+    assert [line.split()[0] for line in lines].count("reputation") == 4
+    assert [line.split()[0] for line in lines].count(NAME) == 1  # g2; the retired g1 is hidden
+    assert "1 retired generation not shown (--all)" in human.stdout
+    assert not any(" retired " in line for line in lines)
+    assert "paused: RuntimeError: cannot fold the event" in human.stdout
+
+    everything = await cli("status", "--all")
+    assert max(len(line) for line in everything.stdout.splitlines()) <= 100, everything.stdout
+    assert sum(" retired " in line for line in table(everything.stdout)) == 1
+    assert "not shown" not in everything.stdout
+
+    wide = await cli("status", "--wide", "--all")
+    assert "worker id" in wide.stdout and "a-rather-long-host-name" in wide.stdout
+    assert len(table(wide.stdout)) == 0  # boxed rows start with a border
+    assert wide.stdout.count("│ reputation ") == 4
+
+    document = await cli.status(code=1)  # --json: every generation, retired ones included
+    assert states(document) == {1: "retired", 2: "active"}
+    assert len(document["partitions"]) == 4 * (len(projections) + 1)
 
 
 async def test_usage_errors_exit_2_and_a_missing_stream_exits_1(
@@ -594,7 +811,7 @@ async def test_usage_errors_exit_2_and_a_missing_stream_exits_1(
     cli = cli_env(nats_server.url, tmp_path, sqlite_url)
     unknown = await cli("worker", "nope")
     assert unknown.code == 2
-    assert "unknown projection 'nope' (known: event_counts" in unknown.stderr
+    assert "unknown projection 'nope' (known: engagement, event_counts" in unknown.stderr
     assert (await cli("status", "nope")).code == 2
     assert (await cli("rebuild", "nope")).code == 2
     both = await cli("replay", NAME, "--from-seq", "1", "--from-time", "2026-01-01T00:00:00Z")

@@ -543,10 +543,16 @@ async def test_a_worker_waiting_for_the_lock_leaves_the_owners_status_alone(
 
 
 def advisory_holders(engine: sa.Engine) -> list[int]:
-    """The backend pids holding an advisory lock."""
+    """The backend pids holding an advisory lock in this test's database.
+
+    pg_locks is server-wide: other tests (other pytest workers) hold locks in their own databases.
+    """
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            sa.text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
         )
         return [int(pid) for (pid,) in rows]
 

@@ -26,6 +26,7 @@ from support.cluster import ROLES, inbox_prefix, password_variable, role_passwor
 
 from agora.cli import app as cli_app
 from agora.config import Settings, env_name
+from agora.deploygen import COMPOSE, K8S_WORKERS, render_compose, render_k8s_workers
 from agora.embedded import find_nats_server
 from agora.registry import known_names
 from agora.serve import service_names
@@ -252,6 +253,30 @@ def test_k8s_values_and_optional_files_parse() -> None:
         "database": "agora",
         "owner": "agora",
     }
+
+
+# -- generated from the registry ------------------------------------------------------------------
+
+REGENERATE = ".venv/bin/python -m agora.deploygen  (or: make docs)"
+
+
+def test_the_worker_manifests_are_generated_from_the_registry() -> None:
+    names = known_names()
+    compose_text = COMPOSE.read_text()
+    assert compose_text == render_compose(compose_text, names), f"stale; run {REGENERATE}"
+    assert K8S_WORKERS.read_text() == render_k8s_workers(names), f"stale; run {REGENERATE}"
+
+
+def test_a_newly_registered_projection_gets_its_worker_set() -> None:
+    names = [*known_names(), "toy_posts"]
+    services = yaml.safe_load(render_compose(COMPOSE.read_text(), names))["services"]
+    assert services["worker-toy-posts"]["command"][:3] == ["agora", "worker", "toy_posts"]
+    assert services["worker-toy-posts"]["secrets"] == ["nats_worker_password", "agora_database_url"]
+    deployments = list(yaml.safe_load_all(render_k8s_workers(names)))
+    assert [d["metadata"]["name"] for d in deployments][-1] == "agora-worker-toy-posts"
+    container = deployments[-1]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:3] == ["agora", "worker", "toy_posts"]
+    assert {e["name"] for e in container["env"]} >= {"AGORA_NATS_USER", "AGORA_DATABASE_URL"}
 
 
 # -- NATS ---------------------------------------------------------------------------------------

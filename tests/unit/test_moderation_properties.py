@@ -4,10 +4,10 @@ Random histories over small pools of communities, members, posts, replies and re
 same target is reported, decided, hidden, edited and deleted many times, and report ids collide),
 with event times mostly within a few months and sometimes anywhere in years 1-9999:
 
-* replay equals live: cut into random batches (event by event included), the tables end
-  byte-identical to folding the history in one batch;
-* applying twice equals once: the whole history delivered again (same event ids, new sequences)
-  changes nothing, and re-applying an applied batch is fenced;
+* the projection test kit's properties (projections/testing.py) on these histories: any batches
+  and partitions give byte-identical tables, replay equals live, the whole history delivered
+  again (same event ids, new sequences) changes nothing and an applied batch is fenced, reads
+  are declared;
 * the invariants a dashboard relies on: exactly one queue item per reported target and none for
   anything else; an item's score is the sum of its pending and agreed reports' weights; its open
   reports are exactly its pending reports; reporters' counters are the counts of their reports'
@@ -16,7 +16,6 @@ with event times mostly within a few months and sometimes anywhere in years 1-99
 
 from __future__ import annotations
 
-import itertools
 import json
 import tempfile
 import uuid
@@ -29,13 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import event as note
 from hypothesis import strategies as st
 from strategies import event_of, utc_datetimes
-from support.engine import dump
 
 from events import (
     CODEC,
@@ -60,7 +57,8 @@ from projections.moderation import DEFAULT_SETTINGS, ModerationQueue, Moderation
 from projections.moderation.projection import REPORT_STATUSES
 from projections.moderation.queries import ModerationTables
 from projections.moderation.scoring import priority_of
-from projections.store import Fenced, ProjectionStore, RawMessage
+from projections.store import ProjectionStore, RawMessage
+from projections.testing import check_projection
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T_NS = 1_770_000_000_000_000_000
@@ -312,78 +310,46 @@ def database(
         engine.dispose()
 
 
-def feed(store: ProjectionStore, messages: Sequence[RawMessage], sizes: Iterator[int]) -> int:
-    checkpoint = store.checkpoint(1)
-    while checkpoint < messages[-1].seq:
-        batch = [m for m in messages if m.seq > checkpoint][: next(sizes)]
-        checkpoint = store.apply(1, 0, checkpoint, batch).last_seq
-    return checkpoint
-
-
-def moderation_tables(engine: sa.Engine) -> dict[str, list[str]]:
-    return {k: v for k, v in dump(engine).items() if k.startswith("moderation_")}
+@PROPERTIES
+@given(events=histories)
+@example(events=DISAGREEING_AUTHORS)
+def test_targeted_histories_keep_the_invariants(events: list[Event]) -> None:
+    with tempfile.TemporaryDirectory() as tmp, database(Path(tmp), "whole", SENSITIVE) as db:
+        engine, store = db
+        assert store.apply(1, 0, 0, to_messages(events)).dead_letters == 0
+        check_invariants(engine, events, SENSITIVE.settings)
 
 
 @PROPERTIES
-@given(events=histories, sizes=st.lists(st.integers(1, 7), min_size=1, max_size=8))
-@example(events=DISAGREEING_AUTHORS, sizes=[1])
-@example(events=DISAGREEING_AUTHORS, sizes=[20])
-def test_replay_in_any_batches_equals_one_batch_and_keeps_the_invariants(
-    events: list[Event], sizes: list[int]
-) -> None:
-    messages = to_messages(events)
-    with tempfile.TemporaryDirectory() as tmp:
-        with database(Path(tmp), "whole", SENSITIVE) as (whole, whole_store):
-            whole_store.apply(1, 0, 0, messages)
-            expected = moderation_tables(whole)
-            check_invariants(whole, events, SENSITIVE.settings)
-        with database(Path(tmp), "cut", SENSITIVE) as (cut, cut_store):
-            feed(cut_store, messages, itertools.cycle(sizes))
-            assert moderation_tables(cut) == expected
+@given(events=any_histories)
+@example(events=DISAGREEING_AUTHORS)
+def test_any_valid_events_keep_the_invariants(events: list[Event]) -> None:
+    with tempfile.TemporaryDirectory() as tmp, database(Path(tmp), "whole") as (engine, store):
+        assert store.apply(1, 0, 0, to_messages(events)).dead_letters == 0
+        check_invariants(engine, events, DEFAULT_SETTINGS)
 
 
-@PROPERTIES
-@given(
-    events=histories,
-    sizes=st.lists(st.integers(1, 7), min_size=1, max_size=8),
-    data=st.data(),
+KIT = settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-def test_applying_the_history_twice_equals_applying_it_once(
-    events: list[Event], sizes: list[int], data: st.DataObject
-) -> None:
-    messages = to_messages(events)
-    again = to_messages(events, first_seq=len(events) + 1)  # redelivered: same ids, new seqs
-    with tempfile.TemporaryDirectory() as tmp:
-        with database(Path(tmp), "once") as (once, once_store):
-            once_store.apply(1, 0, 0, messages)
-            expected = moderation_tables(once)
-        with database(Path(tmp), "twice") as (twice, store):
-            feed(store, messages + again, itertools.cycle(sizes))
-            assert moderation_tables(twice) == expected
-            # An already applied batch cannot be applied a second time.
-            start = data.draw(st.integers(0, len(messages) - 1))
-            with pytest.raises(Fenced):
-                store.apply(1, 0, start, messages[start:])
-            assert moderation_tables(twice) == expected
 
 
-@PROPERTIES
-@given(events=any_histories, sizes=st.lists(st.integers(1, 7), min_size=1, max_size=8))
-@example(events=DISAGREEING_AUTHORS, sizes=[1])
-@example(events=DISAGREEING_AUTHORS, sizes=[3, 20])
-def test_any_valid_events_fold_in_any_batches_and_keep_the_invariants(
-    events: list[Event], sizes: list[int]
+@KIT
+@given(
+    events=st.one_of(histories, any_histories),
+    sizes=st.lists(st.integers(1, 7), min_size=1, max_size=8),
+    projection=st.sampled_from([SENSITIVE, ModerationQueue]),
+)
+@example(events=DISAGREEING_AUTHORS, sizes=[1], projection=SENSITIVE)
+@example(events=DISAGREEING_AUTHORS, sizes=[3, 20], projection=ModerationQueue)
+def test_moderation_passes_the_kit_on_histories_that_keep_meeting_the_same_targets(
+    events: list[Event], sizes: list[int], projection: type[ModerationQueue]
 ) -> None:
-    messages = to_messages(events)
+    """Any batches, partitions, replay, redelivery (projections/testing.py) on its histories."""
     with tempfile.TemporaryDirectory() as tmp:
-        with database(Path(tmp), "whole") as (whole, whole_store):
-            outcome = whole_store.apply(1, 0, 0, messages)
-            assert outcome.dead_letters == 0
-            expected = moderation_tables(whole)
-            check_invariants(whole, events, DEFAULT_SETTINGS)
-        with database(Path(tmp), "cut") as (cut, cut_store):
-            feed(cut_store, messages, itertools.cycle(sizes))
-            assert moderation_tables(cut) == expected
+        check_projection(projection, events, f"sqlite:///{Path(tmp) / 'kit'}.db", sizes=sizes)
 
 
 def check_invariants(
