@@ -464,8 +464,8 @@ column's position in the primary key. "Meaning and unit" is the column's `commen
 a column without one is listed under its table.
 
 The engine's own tables (`agora_checkpoints`, `agora_generations`, `agora_dead_letters`,
-`agora_parked`, `agora_held`, `agora_status`, `agora_seen_*`) are not projection tables and are
-described in docs/projections.md and docs/operations.md.
+`agora_parked`, `agora_held`, `agora_status`, `agora_leases`, `agora_seen_*`) are not projection
+tables and are described in docs/projections.md and docs/operations.md.
 """
 
 

@@ -30,6 +30,7 @@ from agora.registry import get_projections
 from agora.stack import Stack
 from projections.database import create_engine
 from projections.errors import ProjectionError
+from projections.lease import expired_leases
 from projections.lifecycle import GenerationState
 from projections.runner import WorkerSettings
 from projections.status import (
@@ -228,11 +229,13 @@ async def projection_status(
 ) -> tuple[int | None, list[StatusRow], str | None]:
     """Status rows with lag; when NATS cannot be reached, rows without lag and the reason."""
     partitions = await asyncio.to_thread(read_partitions, engine, projection)
+    with translate("cannot read writer leases"):
+        expired = await asyncio.to_thread(expired_leases, engine)
     try:
         async with Stack(settings, name="agora-status") as stack:
             with translate():
-                head, rows = await with_lag(stack.js, partitions)
+                head, rows = await with_lag(stack.js, partitions, expired=expired)
     except AgoraError as error:
-        _, rows = await with_lag(None, partitions)
+        _, rows = await with_lag(None, partitions, expired=expired)
         return None, rows, str(error)
     return head, rows, None

@@ -7,11 +7,15 @@ checkpoints, so replay restores them -- exactly-once holds either way.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from projections.backends import BACKENDS, backend_type
+from projections.backends.sqlite import BEGIN_OPTION
 from projections.errors import DatabaseError
 
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
@@ -25,45 +29,28 @@ def normalise_url(url: str) -> sa.URL:
         raise DatabaseError(f"not a database URL: {url!r}") from error
     if parsed.drivername in _POSTGRES_SCHEMES:
         parsed = parsed.set(drivername="postgresql+psycopg")
-    elif parsed.get_backend_name() not in ("sqlite", "postgresql"):
+    elif parsed.get_backend_name() not in BACKENDS:
         raise DatabaseError(f"unsupported database {parsed.drivername!r}: use SQLite or PostgreSQL")
     return parsed
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # SQLAlchemy emits BEGIN itself (below); pysqlite's own transaction handling must be off.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    # 64 MiB of page cache (default 2 MiB): a catch-up batch touches more pages than that.
-    cursor.execute("PRAGMA cache_size=-65536")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-_BEGIN = "sqlite_begin"
-"""Execution option choosing how a SQLite transaction begins: IMMEDIATE (default) or DEFERRED."""
-
-
-def _sqlite_begin(conn: Any) -> None:
-    # Take the write lock at BEGIN: a transaction that reads the checkpoint and then writes can
-    # otherwise fail to upgrade its lock when another writer got there first. Readers (see
-    # reader()) begin DEFERRED: in WAL mode they then never wait for a writer.
-    mode = conn.get_execution_options().get(_BEGIN, "IMMEDIATE")
-    conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
+def session_name() -> str:
+    """This process's PostgreSQL ``application_name``: pid first, as it is cut at 63 bytes."""
+    return f"agora {os.getpid()}@{socket.gethostname()}"[:63]
 
 
 def create_engine(url: str, **kwargs: Any) -> Engine:
-    """Create a SQLAlchemy engine for ``url`` with Agora's per-dialect settings."""
+    """Create a SQLAlchemy engine for ``url`` with Agora's per-database settings (its backend's).
+
+    PostgreSQL sessions are named after the process (:func:`session_name`, unless the URL names
+    them): a standby taking over a frozen owner's partitions ends that owner's sessions by it.
+    """
     parsed = normalise_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        sa.event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+    name = parsed.get_backend_name()
+    if name == "postgresql" and "application_name" not in parsed.query:
+        connect_args = {"application_name": session_name(), **kwargs.pop("connect_args", {})}
+        kwargs["connect_args"] = connect_args
+    return backend_type(name).create_engine(parsed, **kwargs)
 
 
 def reader(engine: Engine) -> Engine:
@@ -74,16 +61,14 @@ def reader(engine: Engine) -> Engine:
     timeout). Transactions of this engine begin DEFERRED: in WAL mode a reader then reads its
     snapshot without waiting. They must not write. PostgreSQL ignores the option.
     """
-    return engine.execution_options(**{_BEGIN: "DEFERRED"})
+    return engine.execution_options(**{BEGIN_OPTION: "DEFERRED"})
 
 
 def check_connection(engine: Engine) -> str:
     """Open a connection and return the server's version string; raise DatabaseError if not."""
     try:
         with engine.connect() as conn:
-            if engine.dialect.name == "sqlite":
-                return "SQLite " + str(conn.execute(sa.text("select sqlite_version()")).scalar())
-            return str(conn.execute(sa.text("select version()")).scalar())
+            return backend_type(engine.dialect.name).server_version(conn)
     except sa.exc.SQLAlchemyError as error:
         raise DatabaseError(
             f"cannot connect to {engine.url.render_as_string()}: {error}"

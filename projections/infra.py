@@ -10,6 +10,8 @@ import enum
 
 import sqlalchemy as sa
 
+from projections.columns import UtcDateTime
+
 
 class GenerationState(enum.StrEnum):
     """A generation's state in the registry (the stored values are these strings)."""
@@ -72,7 +74,7 @@ dead_letters = sa.Table(
     sa.Column("error_message", sa.Text, nullable=False),
     sa.Column(
         "first_seen",
-        sa.DateTime(timezone=True),
+        UtcDateTime(),
         nullable=False,
         comment="the message's stream timestamp (deterministic across replays)",
     ),
@@ -90,7 +92,7 @@ status = sa.Table(
     sa.Column(
         "rate", sa.Float, nullable=False, default=0.0, comment="events/s over the last minute"
     ),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="wall clock"),
+    sa.Column("updated_at", UtcDateTime(), nullable=False, comment="wall clock"),
 )
 
 parked = sa.Table(
@@ -107,11 +109,11 @@ parked = sa.Table(
     sa.Column("error_message", sa.Text, nullable=False),
     sa.Column(
         "since",
-        sa.DateTime(timezone=True),
+        UtcDateTime(),
         nullable=False,
         comment="the poison message's stream timestamp",
     ),
-    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, comment="its event time"),
+    sa.Column("occurred_at", UtcDateTime(), nullable=False, comment="its event time"),
     sa.Column("held", sa.BigInteger, nullable=False, comment="later events held back"),
     sa.Index("agora_parked_by_partition", "projection", "generation", "partition"),
 )
@@ -129,10 +131,27 @@ held = sa.Table(
     sa.Column("raw", sa.LargeBinary, nullable=False),
     sa.Column(
         "first_seen",
-        sa.DateTime(timezone=True),
+        UtcDateTime(),
         nullable=False,
         comment="the message's stream timestamp",
     ),
     sa.Index("agora_held_by_community", "projection", "generation", "community", "seq"),
 )
 """Events of parked communities, held back in stream order until retried or skipped."""
+
+leases = sa.Table(
+    "agora_leases",
+    INFRA,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("token", sa.BigInteger, nullable=False, comment="epoch, moved on by a take-over"),
+    sa.Column("owner", sa.String(128), nullable=False, comment="the owner's session name"),
+    sa.Column(
+        "expires",
+        sa.Float,
+        nullable=False,
+        comment="end of the lease, seconds since 1970 by the database's clock",
+    ),
+)
+"""Writer leases: how long a partition's owner may go unseen (see :mod:`projections.lease`)."""

@@ -1,20 +1,20 @@
 """The projection worker: consumes the stream in order and applies it batch by batch.
 
-It reads with nats-py's ordered push consumer (the fastest reliable path measured here), starting
-at checkpoint + 1. Messages go to a bounded buffer, and a writer takes batches bounded by count,
-bytes and linger time while the next messages keep arriving (fetch overlaps the database write).
-Far behind the head, batches grow to the catch-up size.
+It reads with an ephemeral pull consumer, asking for the next messages by bounded requests (at
+most ``fetch_bytes`` each, see :mod:`projections.feed`), starting at checkpoint + 1: however long
+a catch-up batch keeps the worker from reading, the server holds at most one request's worth for
+it, so it never cuts the connection as a slow consumer. Messages go to a bounded buffer, and a
+writer takes batches bounded by count, bytes and linger time while the next messages keep
+arriving (fetch overlaps the database write). Far behind the head, batches grow to the catch-up
+size.
 
-Backpressure: nats-py answers the server's flow control as soon as a message is queued for a
-callback, so a callback that waits does not hold the server back -- the client's queue overflows
-and drops messages (a slow consumer). So when the buffer is full the worker stops the consumer
-instead, and once the writer has drained half of it, subscribes again from the message after the
-last one received, keeping the buffer.
+Backpressure: when the buffer is full the worker stops the consumer, and once the writer has
+drained half of it, reads again from the message after the last one received, keeping the
+buffer.
 
-Guards against nats-py's known failure modes: a sequence gap (e.g. a slow-consumer drop, which the
-ordered consumer does not notice) and a consumer that stopped delivering (missed heartbeats not
-recovered, nats.py 510; dead after a server restart, 504) both make the worker resubscribe from its
-checkpoint; a watchdog notices no progress while the stream has more.
+Guards: a sequence gap (which the stream, without interior deletes, never has: a lost delivery)
+and a consumer that stopped delivering (deleted by a server restart) both make the worker read
+again from its checkpoint; a watchdog notices no progress while the stream has more.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ import sqlalchemy as sa
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events.subjects import ALL_SUBJECTS, STREAM
 from projections import metrics
 from projections.errors import DatabaseError, ProjectionError
+from projections.feed import PullFeed
 from projections.infra import GenerationState
 from projections.infra import status as status_table
+from projections.lease import LEASE_SECONDS
 from projections.locks import WriterLock
 from projections.partitions import community_of_subject, partition_of
 from projections.store import (
@@ -85,6 +86,10 @@ class WorkerSettings:
     client_pending_msgs: int | None = None
     """nats-py's queue for the subscription (default 4 x ``buffer_events``); beyond it the
     client drops messages, which the worker sees as a sequence gap."""
+    fetch_bytes: int = 1024 * 1024
+    """Bytes asked of the server per pull request: what it may have sent that the worker has
+    not read yet. Keep (partitions per process) x this well below the server's ``max_pending``
+    (64 MiB by default)."""
     inline_catchup: bool = True
     """Apply catch-up batches on the event loop's thread rather than in a worker thread.
 
@@ -102,6 +107,9 @@ class WorkerSettings:
     """Seconds between status-row updates."""
     lock_poll: float = 0.5
     """Seconds between attempts to take the writer lock held by another worker."""
+    lease: float = LEASE_SECONDS
+    """Seconds a partition's owner may go without renewing its lease (it does so every status
+    interval) before a waiting worker takes the partition over: the bound on a frozen owner."""
     db_retry: float = 1.0
     """Seconds between retries while the database is unreachable."""
 
@@ -218,11 +226,13 @@ class Worker:
         # Writes running in a thread. Cancelling the worker cannot stop a thread: run() waits for
         # them before its last status write, which a late "running" would otherwise overwrite.
         self._writing: set[asyncio.Future[Any]] = set()
-        self._sub: JetStreamContext.PushSubscription | None = None
+        self._sub: PullFeed | None = None
         self._last_activity = time.monotonic()
         self._last_status = 0.0
         self._labels = (self.name, str(partition))
-        self._lock = WriterLock(store.engine, self.name, generation, partition)
+        self._lock = WriterLock(
+            store.engine, self.name, generation, partition, lease=self.settings.lease
+        )
         self._stop = asyncio.Event()
         self._until: int | None = None
         self._ended = False
@@ -237,7 +247,7 @@ class Worker:
         seq, timestamp, pending = meta
         progress = self.progress
         if seq <= progress.received_seq:
-            return  # a redelivery after the ordered consumer reset itself
+            return  # already received (a late message of a consumer replaced since)
         if progress.received_seq and seq != progress.received_seq + 1 and not self._gap:
             # The stream has no interior gaps (deny_delete), so a jump means a lost delivery.
             # Everything after it is discarded: stop the subscription at once, so the server does
@@ -297,25 +307,33 @@ class Worker:
 
     async def _open(self, start: int) -> None:
         await self._unsubscribe()
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
+        settings = self.settings
+        feed = PullFeed(
+            self.js,
+            self.stream,
+            start,
+            self._on_message,
+            on_gone=self._consumer_gone,
+            filter_subject=ALL_SUBJECTS,
+            batch=max(settings.catchup_max_events, settings.max_events),
+            max_bytes=settings.fetch_bytes,
+            expires=max(5.0, settings.idle_heartbeat * 5),
+            heartbeat=settings.idle_heartbeat,
+            pending_msgs_limit=settings.client_pending_msgs or settings.buffer_events * 4,
         )
         try:
-            self._sub = await self.js.subscribe(
-                ALL_SUBJECTS,
-                stream=self.stream,
-                cb=self._on_message,
-                ordered_consumer=True,
-                idle_heartbeat=self.settings.idle_heartbeat,
-                config=config,
-                pending_msgs_limit=self.settings.client_pending_msgs
-                or self.settings.buffer_events * 4,
-                pending_bytes_limit=256 * 1024 * 1024,
-            )
+            await feed.open()
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as error:
+            await feed.close()
             raise ProjectionError(f"cannot subscribe to {self.stream}: {error}") from error
+        self._sub = feed
         self._last_activity = time.monotonic()
+
+    def _consumer_gone(self) -> None:
+        """The consumer is gone (a server restart): read again from the checkpoint, as after a
+        sequence gap."""
+        self._gap = True
+        self._arrived.set()
 
     def _detach(self) -> None:
         """Stop the current subscription from its own callback (it cannot await its end)."""
@@ -382,7 +400,8 @@ class Worker:
                 await asyncio.gather(*self._writing, return_exceptions=True)
             if self.state is not WorkerState.PAUSED:
                 self.state = WorkerState.STOPPED
-            if owner:  # a worker that only waited for the lock must not overwrite the owner's
+            # A worker that only waited for the lock (or lost it) must not overwrite the owner's.
+            if owner and self._lock.held:
                 with contextlib.suppress(Exception):
                     # The last word on this partition: a transient database error must not
                     # leave "running" behind for a worker that has stopped.
@@ -439,6 +458,8 @@ class Worker:
                 try:
                     await asyncio.wait_for(self._arrived.wait(), min(1.0, settings.stall_timeout))
                 except TimeoutError:
+                    if self._sub is not None:
+                        await self._sub.nudge()
                     await self._watchdog()
                     await self._maybe_write_status()
                     continue
@@ -472,6 +493,11 @@ class Worker:
         if until is not None:
             through = min(through, until)
         if through <= self.progress.applied_seq:
+            return
+        if self._lock.overdue() and not await asyncio.to_thread(self._lock.alive):
+            # Stopped or stalled for longer than the lease: a standby may own the partition.
+            log.warning("writer lease lost", projection=self.name, partition=self.partition)
+            await self._recover_checkpoint()
             return
         started = time.monotonic()
         args = (
@@ -623,21 +649,25 @@ class Worker:
             await self._resubscribe("stalled while the stream has more")
 
     async def _maybe_write_status(self) -> None:
-        """Every status interval: write the status row, and check the writer lock is still ours.
+        """Every status interval: check the writer lock is still ours (renewing its lease), and
+        write the status row.
 
         A PostgreSQL session can die under the worker (a restart, a proxy, an administrator):
-        its advisory lock goes with it, and another worker may take the partition. The fence
-        keeps the data right regardless; this takes the lock again (or waits for it).
+        its advisory lock goes with it, and another worker may take the partition; so may a
+        standby once the lease expired (this process was frozen). The fence keeps the data
+        right regardless; this takes the lock again (or waits for it).
         """
         if time.monotonic() - self._last_status >= self.settings.status_interval:
-            await self._write_status()
             try:
                 alive = await asyncio.to_thread(self._lock.alive)
             except DatabaseError:  # pragma: no cover - alive() reports, it does not raise
                 alive = False
             if not alive:
+                self._last_status = time.monotonic()
                 log.warning("writer lock lost", projection=self.name, partition=self.partition)
                 await self._recover_checkpoint()
+                return
+            await self._write_status()
 
     async def _write_in_thread(self, write: Callable[..., _T], *args: Any) -> _T:
         """Run a database write in a thread; if the worker is cancelled meanwhile, it goes on.
@@ -686,7 +716,7 @@ def _upsert_status(engine: sa.Engine, row: dict[str, object]) -> None:
             conn.execute(status_table.insert().values(**row))
 
 
-async def _quietly_unsubscribe(sub: JetStreamContext.PushSubscription | None) -> None:
+async def _quietly_unsubscribe(sub: PullFeed | None) -> None:
     if sub is not None:
         with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+            await sub.close()

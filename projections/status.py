@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -202,10 +202,6 @@ class ParkedRow:
     """Later events of the community held back, in order."""
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def parked_rows(engine: Engine, projection: str | None = None) -> list[ParkedRow]:
     """Every parked community of every generation, by projection, generation and community."""
     query = sa.select(parked).order_by(parked.c.projection, parked.c.generation, parked.c.community)
@@ -223,8 +219,8 @@ def parked_rows(engine: Engine, projection: str | None = None) -> list[ParkedRow
             community=r.community,
             first_seq=int(r.first_seq),
             error=f"{r.error_class}: {r.error_message}",
-            since=_utc(r.since),
-            occurred_at=_utc(r.occurred_at),
+            since=r.since,
+            occurred_at=r.occurred_at,
             held=int(r.held),
         )
         for r in rows
@@ -309,10 +305,14 @@ async def with_lag(
     js: JetStreamContext | None,
     partitions: Sequence[PartitionStatus],
     now: datetime | None = None,
+    expired: Collection[tuple[str, int, int]] = (),
 ) -> tuple[int | None, list[StatusRow]]:
     """The stream head and each partition's lag (in events and seconds); no NATS: no lag.
 
-    One request for the head, then one per distinct lagging checkpoint, all at once.
+    One request for the head, then one per distinct lagging checkpoint, all at once. A working
+    partition is stale when its status row is older than ``STALE_AFTER`` or its writer lease is
+    in ``expired`` (projection, generation, partition): its owner is gone or frozen, and a standby
+    takes it over.
     """
     now = now or datetime.now(UTC)
     head = await stream_head(js, patience=0) if js is not None else None
@@ -326,10 +326,9 @@ async def with_lag(
         lag = max(head - p.checkpoint, 0) if head is not None else None
         age = 0.0 if lag == 0 else ages.get(p.checkpoint)
         updated = parse_time(p.updated_at)
-        stale = (
-            p.worker_state in WORKING_STATES
-            and updated is not None
-            and (now - updated).total_seconds() > STALE_AFTER
+        stale = p.worker_state in WORKING_STATES and (
+            (updated is not None and (now - updated).total_seconds() > STALE_AFTER)
+            or (p.projection, p.generation, p.partition) in expired
         )
         rows.append(
             StatusRow(

@@ -12,8 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import operator
-import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -21,14 +20,15 @@ from uuid import UUID
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from events.catalogue import Event
 from events.codec import CODEC, Codec
 from events.subjects import subject_of
-from projections import pgcopy
+from projections import swap
 from projections.api import Delivered, Projection, TableNamer
+from projections.backends import Backend, backend_for
+from projections.backends.base import KEY_CHUNK, SeenRows
 from projections.changes import Changes, Key, Row, RowChange, TableSpec, under
 from projections.database import reader
 from projections.errors import (
@@ -47,7 +47,6 @@ from projections.infra import (
     parked,
 )
 
-_KEY_CHUNK = 500
 RELEASE_CHUNK = 1000
 """At most this many held events are released per transaction (the partition waits meanwhile)."""
 _READ_ROUNDS = 16
@@ -252,16 +251,21 @@ class ProjectionStore:
         projection: Projection,
         codec: Codec = CODEC,
         copy_min_rows: int = 200,
+        swap_lock_timeout: float = swap.SWAP_LOCK_TIMEOUT,
+        swap_attempts: int = swap.SWAP_ATTEMPTS,
     ) -> None:
         self.engine = engine
-        self.copy_min_rows = copy_min_rows
-        """On PostgreSQL, batches of at least this many rows are written with COPY."""
+        self.backend: Backend = backend_for(engine, copy_min_rows)
+        """How this database runs the store's statements (on PostgreSQL, batches of at least
+        ``copy_min_rows`` rows are written with COPY)."""
+        self.swap_lock_timeout = swap_lock_timeout
+        """Seconds one attempt of :meth:`activate` waits for a lock (an open reader of a view)."""
+        self.swap_attempts = swap_attempts
+        """Attempts of :meth:`activate` before it gives up with ``SwapBlocked``."""
         self.projection = projection
         self.codec = codec
-        self.dialect = engine.dialect.name
         self._reader = reader(engine)
         self._generations: dict[int, Generation] = {}
-        self._statements: dict[tuple[Any, ...], Any] = {}
         self._none_parked: dict[tuple[int, int], int] = {}
         """(generation, partition) -> a checkpoint at which that partition had no parked
         community. Only a batch parks one, and it moves the checkpoint: while the checkpoint is
@@ -330,15 +334,8 @@ class ProjectionStore:
         gen = self.generation(number)
         try:
             with self.engine.begin() as conn:
+                self.backend.upgrade_infra(conn)
                 inspector = sa.inspect(conn)
-                if self.dialect == "postgresql" and inspector.has_table(dead_letters.name):
-                    kind = next(
-                        c for c in inspector.get_columns(dead_letters.name) if c["name"] == "kind"
-                    )
-                    if getattr(kind["type"], "length", None) == 16:  # an older Agora's
-                        conn.exec_driver_sql(
-                            f"ALTER TABLE {dead_letters.name} ALTER COLUMN kind TYPE varchar(32)"
-                        )
                 if not inspector.has_table(gen.seen.name):
                     return
                 columns = {c["name"] for c in inspector.get_columns(gen.seen.name)}
@@ -417,55 +414,67 @@ class ProjectionStore:
         With ``only_building``, refuse (:class:`NotBuilding`) unless ``number`` is still
         ``building``: a build must not undo a swap or a rollback made meanwhile; and refuse
         (:class:`NotCaughtUp`) while a community of ``number`` is parked.
+
+        An open reader of a stable name holds the swap off (on PostgreSQL): each attempt waits
+        at most ``swap_lock_timeout`` seconds, then it is retried (:mod:`projections.swap`);
+        after ``swap_attempts`` it raises :class:`~projections.swap.SwapBlocked`.
         """
-        gen = self.generation(number)
         name = self.projection.name
         try:
-            with self.engine.begin() as conn:
-                rows = conn.execute(
-                    sa.select(generations.c.generation, generations.c.state)
-                    .where(generations.c.projection == name)
-                    .with_for_update()
-                ).all()
-                states = {r.generation: r.state for r in rows}
-                if states.get(number) in (None, GenerationState.DROPPED):
-                    raise ProjectionError(f"{name} has no generation {number} to activate")
-                if only_building and states[number] != GenerationState.BUILDING:
-                    raise NotBuilding(f"{name} g{number} is {states[number]}, not building")
-                if only_building:
-                    self._refuse_parked(conn, number)
-                current = next(
-                    (g for g, st in states.items() if st == GenerationState.ACTIVE), None
-                )
-                if require_caught_up and current is not None and current != number:
-                    mine = self._checkpoints(conn, number)
-                    theirs = self._checkpoints(conn, current)
-                    if mine and theirs and min(mine) < max(theirs):
-                        raise NotCaughtUp(
-                            f"{name} g{number} is at {min(mine)}, g{current} at {max(theirs)}"
-                        )
-                preparer = conn.dialect.identifier_preparer
-                for logical, table in gen.tables.items():
-                    view = preparer.quote(logical)
-                    conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
-                    conn.execute(
-                        sa.text(f"CREATE VIEW {view} AS SELECT * FROM {preparer.quote(table.name)}")
-                    )
-                if current is not None and current != number:
-                    conn.execute(
-                        generations.update()
-                        .where(
-                            generations.c.projection == name, generations.c.generation == current
-                        )
-                        .values(state=GenerationState.RETIRED)
-                    )
-                conn.execute(
-                    generations.update()
-                    .where(generations.c.projection == name, generations.c.generation == number)
-                    .values(state=GenerationState.ACTIVE)
-                )
+            swap.retry_on_lock_timeout(
+                lambda: self._activate(number, require_caught_up, only_building),
+                lock_timeout=self.swap_lock_timeout,
+                attempts=self.swap_attempts,
+                what=f"cannot activate {name} g{number}",
+            )
         except sa.exc.SQLAlchemyError as error:
             raise DatabaseError(f"cannot activate {name} g{number}: {error}") from error
+
+    def _activate(self, number: int, require_caught_up: bool, only_building: bool) -> None:
+        gen = self.generation(number)
+        name = self.projection.name
+        with self.engine.begin() as conn:
+            swap.limit_lock_wait(conn, self.swap_lock_timeout)
+            rows = conn.execute(
+                sa.select(generations.c.generation, generations.c.state)
+                .where(generations.c.projection == name)
+                .with_for_update()
+            ).all()
+            states = {r.generation: r.state for r in rows}
+            if states.get(number) in (None, GenerationState.DROPPED):
+                raise ProjectionError(f"{name} has no generation {number} to activate")
+            if only_building and states[number] != GenerationState.BUILDING:
+                raise NotBuilding(f"{name} g{number} is {states[number]}, not building")
+            if only_building:
+                self._refuse_parked(conn, number)
+            current = next((g for g, st in states.items() if st == GenerationState.ACTIVE), None)
+            # The views before the checkpoints: while the swap waits for a reader of a stable
+            # name, it must not hold the checkpoint locks the live workers need for each batch.
+            preparer = conn.dialect.identifier_preparer
+            for logical, table in gen.tables.items():
+                view = preparer.quote(logical)
+                conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
+                conn.execute(
+                    sa.text(f"CREATE VIEW {view} AS SELECT * FROM {preparer.quote(table.name)}")
+                )
+            if require_caught_up and current is not None and current != number:
+                mine = self._checkpoints(conn, number)
+                theirs = self._checkpoints(conn, current)
+                if mine and theirs and min(mine) < max(theirs):
+                    raise NotCaughtUp(
+                        f"{name} g{number} is at {min(mine)}, g{current} at {max(theirs)}"
+                    )
+            if current is not None and current != number:
+                conn.execute(
+                    generations.update()
+                    .where(generations.c.projection == name, generations.c.generation == current)
+                    .values(state=GenerationState.RETIRED)
+                )
+            conn.execute(
+                generations.update()
+                .where(generations.c.projection == name, generations.c.generation == number)
+                .values(state=GenerationState.ACTIVE)
+            )
 
     def _refuse_parked(self, conn: Connection, number: int) -> None:
         """A build is not swapped in while a community of it is parked (its figures stop)."""
@@ -978,28 +987,13 @@ class ProjectionStore:
         if not groups:
             return [], 0, []
         rows = [(key, *members[0]) for key, members in groups.items()]
-        table = conn.dialect.identifier_preparer.quote(gen.seen.name)
-        if self.dialect == "postgresql" and len(rows) >= self.copy_min_rows:
-            inserted = self._copy_seen(conn, gen, table, rows)
-        elif self.dialect == "postgresql":
-            inserted = conn.exec_driver_sql(
-                f"INSERT INTO {table} (community, event_id, seq, digest) "
-                "SELECT * FROM unnest(%(communities)s::text[], %(ids)s::uuid[], "
-                "%(seqs)s::bigint[], %(digests)s::bigint[]) "
-                "ON CONFLICT (community, event_id) DO NOTHING",
-                {
-                    "communities": [k[0] for k, _, _ in rows],
-                    "ids": [k[1] for k, _, _ in rows],
-                    "seqs": [d.seq for _, d, _ in rows],
-                    "digests": [h for _, _, h in rows],
-                },
-            ).rowcount
-        else:
-            inserted = conn.exec_driver_sql(
-                f"INSERT OR IGNORE INTO {table} (community, event_id, seq, digest) "
-                "VALUES (?, ?, ?, ?)",
-                [(c, i.bytes, d.seq, h) for (c, i), d, h in rows],
-            ).rowcount
+        recorded = SeenRows(
+            [k[0] for k, _, _ in rows],
+            [k[1] for k, _, _ in rows],
+            [d.seq for _, d, _ in rows],
+            [h for _, _, h in rows],
+        )
+        inserted = self.backend.insert_seen(conn, gen.seen, recorded)
         if inserted == len(groups) and len(groups) == len(decoded):
             return [d for _, d, _ in rows], 0, []
         earlier = self._seen_elsewhere(conn, gen, rows) if inserted < len(groups) else {}
@@ -1018,41 +1012,6 @@ class ProjectionStore:
                     conflicts.append((d.seq, _conflict(key, winner[0], d.seq)))
         return fresh, duplicates, conflicts
 
-    def _copy_seen(
-        self,
-        conn: Connection,
-        gen: Generation,
-        table: str,
-        rows: Sequence[tuple[SeenKey, Delivered, int]],
-    ) -> int:
-        """Record a catch-up batch on PostgreSQL with COPY; the number of rows inserted.
-
-        Straight into the seen table first, in a savepoint: a copy of an earlier event (rare)
-        violates the key, and then the batch goes through a staging table that skips the keys
-        present. Straight in costs 2.6 us a row, through staging 5.9 (5,000-row batches).
-        """
-        columns = ("community", "event_id", "seq", "digest")
-        try:
-            with conn.begin_nested():
-                pgcopy.copy_rows(
-                    conn, gen.seen.name, columns, ((c, i, d.seq, h) for (c, i), d, h in rows)
-                )
-            return len(rows)
-        except sa.exc.IntegrityError:
-            pass
-        staged = pgcopy.stage(
-            conn,
-            "agora_stage_seen",
-            [("community", "text"), ("event_id", "uuid"), ("seq", "bigint"), ("digest", "bigint")],
-        )
-        pgcopy.copy_rows(conn, staged, columns, ((c, i, d.seq, h) for (c, i), d, h in rows))
-        inserted: int = conn.exec_driver_sql(
-            f"INSERT INTO {table} (community, event_id, seq, digest) "
-            f"SELECT community, event_id, seq, digest FROM {staged} "
-            "ON CONFLICT (community, event_id) DO NOTHING"
-        ).rowcount
-        return inserted
-
     def _seen_elsewhere(
         self, conn: Connection, gen: Generation, rows: Sequence[tuple[SeenKey, Delivered, int]]
     ) -> dict[SeenKey, tuple[int, int]]:
@@ -1061,8 +1020,8 @@ class ProjectionStore:
         keys = list(ours)
         earlier: dict[SeenKey, tuple[int, int]] = {}
         seen = gen.seen.c
-        for start in range(0, len(keys), _KEY_CHUNK):
-            chunk = keys[start : start + _KEY_CHUNK]
+        for start in range(0, len(keys), KEY_CHUNK):
+            chunk = keys[start : start + KEY_CHUNK]
             found = conn.execute(
                 sa.select(seen.community, seen.event_id, seen.seq, seen.digest).where(
                     sa.tuple_(seen.community, seen.event_id).in_(chunk)
@@ -1155,24 +1114,8 @@ class ProjectionStore:
         """The partition's parked communities: none (no query) if none since ``last``."""
         if self._none_parked.get((gen.number, partition)) == last:
             return {}
-        statement = self._statements.get(("parked",))
-        if statement is None:
-            # Compiled once: building the statement each batch cost more than running it.
-            statement = self._statements[("parked",)] = str(
-                sa.select(parked.c.community, parked.c.first_seq, parked.c.held)
-                .where(
-                    (parked.c.projection == sa.bindparam("p"))
-                    & (parked.c.generation == sa.bindparam("g"))
-                    & (parked.c.partition == sa.bindparam("n"))
-                )
-                .compile(dialect=conn.dialect)
-            )
-        if self.dialect == "sqlite":  # positional: ? ? ?
-            params: Any = (self.projection.name, gen.number, partition)
-        else:
-            params = {"p": self.projection.name, "g": gen.number, "n": partition}
-        rows = conn.exec_driver_sql(statement, params).all()
-        return {c: Parked(c, int(first), int(n)) for c, first, n in rows}
+        rows = self.backend.parked_rows(conn, self.projection.name, gen.number, partition)
+        return {c: Parked(c, first, n) for c, first, n in rows}
 
     def _park_and_hold(
         self,
@@ -1274,55 +1217,12 @@ class ProjectionStore:
                     raise ProjectionError(
                         f"{self.projection.name}.{logical}: {key!r} does not fit its key {spec.key}"
                     )
-            for values in self._select_keys(conn, table, spec.key, full):
+            for values in self.backend.select_keys(conn, table, spec.key, full):
                 rows[tuple(values[k] for k in spec.key)] = values
             for size, group in prefixes.items():
-                for values in self._select_keys(conn, table, spec.key[:size], group):
+                for values in self.backend.select_keys(conn, table, spec.key[:size], group):
                     rows[tuple(values[k] for k in spec.key)] = values
                 whole.setdefault(logical, set()).update(group)
-
-    def _select_keys(
-        self, conn: Connection, table: sa.Table, columns: tuple[str, ...], keys: list[Key]
-    ) -> Iterator[Row]:
-        """The rows of ``table`` whose ``columns`` (its key, or a prefix of it) match ``keys``."""
-        if not keys:
-            return
-        key_cols = [table.c[k] for k in columns]
-        if self.dialect == "postgresql":
-            # One array per key column: the statement text stays the same whatever the number of
-            # keys, so the server and psycopg parse and plan it once.
-            statement = self._statements.get((table.name, "select", columns))
-            if statement is None:
-                arrays = [
-                    sa.func.unnest(sa.bindparam(f"k{i}", type_=postgresql.ARRAY(c.type)))
-                    for i, c in enumerate(key_cols)
-                ]
-                statement = sa.select(table).where(sa.tuple_(*key_cols).in_(sa.select(*arrays)))
-                self._statements[(table.name, "select", columns)] = statement
-            for start in range(0, len(keys), _KEY_CHUNK * 10):
-                chunk = keys[start : start + _KEY_CHUNK * 10]
-                params = {f"k{i}": [k[i] for k in chunk] for i in range(len(key_cols))}
-                for row in conn.execute(statement, params).mappings():
-                    yield dict(row)
-            return
-        # SQLite: the keys as one JSON array of arrays (values as SQLAlchemy binds them), read
-        # back with json_each -- again one statement text for any number of keys.
-        statement = self._statements.get((table.name, "select", columns))
-        if statement is None:
-            each = sa.func.json_each(sa.bindparam("keys", type_=sa.String)).table_valued("value")
-            fields = [sa.func.json_extract(each.c.value, f"$[{i}]") for i in range(len(key_cols))]
-            statement = sa.select(table).where(
-                sa.tuple_(*key_cols).in_(sa.select(*fields).select_from(each))
-            )
-            self._statements[(table.name, "select", columns)] = statement
-        binds = _bind_processors(table, conn.dialect, columns)
-        for start in range(0, len(keys), _KEY_CHUNK * 10):
-            chunk = keys[start : start + _KEY_CHUNK * 10]
-            encoded = _JSON.encode(
-                [[v if f is None else f(v) for v, f in zip(k, binds, strict=True)] for k in chunk]
-            )
-            for row in conn.execute(statement, {"keys": encoded.decode()}).mappings():
-                yield dict(row)
 
     def _write(self, conn: Connection, gen: Generation, changes: Changes) -> None:
         for logical, table in gen.tables.items():
@@ -1341,189 +1241,8 @@ class ProjectionStore:
                     [{f"k_{k}": v for k, v in zip(spec.key, key, strict=True)} for key in deletes],
                 )
             for shape, params in shapes.items():
-                if self.dialect == "postgresql" and len(params) >= self.copy_min_rows:
-                    self._copy_upsert(conn, table, spec, shape, params)
-                elif self.dialect == "sqlite":
-                    statement = self._upsert(table, spec, shape)
-                    columns = _shape_columns(spec, shape)
-                    self._execute_many(
-                        conn, (table.name, shape), statement, table, spec, columns, params
-                    )
-                else:
-                    conn.execute(self._upsert(table, spec, shape), params)
-            inserts = changes.inserts(logical)
-            if self.dialect == "postgresql" and len(inserts) >= self.copy_min_rows:
-                self._copy_inserts(conn, table, spec, inserts)
-            elif inserts and self.dialect == "sqlite":
-                columns = _insert_columns(spec, inserts)
-                self._execute_many(
-                    conn, (table.name, columns), table.insert(), table, spec, columns, inserts
-                )
-            elif inserts:
-                conn.execute(table.insert(), inserts)
-
-    def _execute_many(
-        self,
-        conn: Connection,
-        key: tuple[Any, ...],
-        statement: Any,
-        table: sa.Table,
-        spec: TableSpec,
-        columns: Sequence[str],
-        rows: list[Row],
-    ) -> None:
-        """Execute an INSERT (or upsert) of ``rows`` on SQLite, straight through the driver.
-
-        SQLAlchemy's executemany builds each row's parameters in Python, which cost more than
-        SQLite's own work on the row; here the statement is compiled once per table and column
-        set, and each row becomes a tuple, its values converted by the columns' bind processors.
-        Columns a row leaves out get their scalar default, as SQLAlchemy would give them.
-        """
-        prepared = self._statements.get((*key, "raw"))
-        if prepared is None:
-            full = (*columns, *(c for c in spec.defaults if c not in columns))
-            compiled = statement.compile(dialect=conn.dialect, column_keys=list(full))
-            processors = dict(zip(full, _bind_processors(table, conn.dialect, full), strict=True))
-            names = tuple(compiled.positiontup)
-            # A row's missing columns come from here: literal binds of the statement (a
-            # counter's start) and the columns' scalar defaults.
-            base = {n: compiled.params[n] for n in names if n not in processors}
-            base.update({c: spec.defaults[c] for c in names if c in spec.defaults})
-            convert = tuple((n, p) for n in names if (p := processors.get(n)) is not None)
-            prepared = (compiled.string, base, operator.itemgetter(*names), convert, len(names))
-            self._statements[(*key, "raw")] = prepared
-        sql, base, getter, convert, width = prepared
-        values: list[Any] = []
-        for row in rows:
-            merged = base | row
-            for name, processor in convert:
-                value = merged[name]
-                if value is not None:
-                    merged[name] = processor(value)
-            values.append(getter(merged))
-        if width == 1:  # itemgetter of one name returns the value, not a tuple
-            values = [(v,) for v in values]
-        conn.exec_driver_sql(sql, values)
-
-    def _copy_inserts(
-        self, conn: Connection, table: sa.Table, spec: TableSpec, rows: list[Row]
-    ) -> None:
-        """COPY appended rows into ``table``; columns a row leaves out get their defaults."""
-        columns = _insert_columns(spec, rows)
-        defaults = spec.defaults
-        pgcopy.copy_rows(
-            conn,
-            table.name,
-            columns,
-            ([row[c] if c in row else defaults.get(c) for c in columns] for row in rows),
-            _bind_processors(table, conn.dialect, columns),
-        )
-
-    def _copy_upsert(
-        self,
-        conn: Connection,
-        table: sa.Table,
-        spec: TableSpec,
-        shape: Shape,
-        params: list[dict[str, Any]],
-    ) -> None:
-        """Upsert many rows of one shape: COPY them into a staging table, then one statement."""
-        columns = _shape_columns(spec, shape)
-        staged = pgcopy.stage(
-            conn,
-            _stage_name(table.name),
-            [(c.name, c.type.compile(dialect=conn.dialect)) for c in table.columns],
-        )
-        pgcopy.copy_rows(
-            conn,
-            staged,
-            columns,
-            ([p[c] for c in columns] for p in params),
-            _bind_processors(table, conn.dialect, columns),
-        )
-        cache_key = (table.name, shape, "staged")
-        statement = self._statements.get(cache_key)
-        if statement is None:
-            source = sa.table(staged, *(sa.column(c) for c in columns))
-            insert = postgresql.insert(table).from_select(
-                columns, sa.select(*(source.c[c] for c in columns))
-            )
-            statement = insert.on_conflict_do_update(
-                index_elements=list(spec.key), set_=_updates(table, spec, shape, insert.excluded)
-            )
-            self._statements[cache_key] = statement
-        conn.execute(statement)
-
-    def _upsert(self, table: sa.Table, spec: TableSpec, shape: Shape) -> Any:
-        cache_key = (table.name, shape)
-        statement = self._statements.get(cache_key)
-        if statement is not None:
-            return statement
-        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-        statement = insert.on_conflict_do_update(
-            index_elements=list(spec.key), set_=_updates(table, spec, shape, insert.excluded)
-        )
-        self._statements[cache_key] = statement
-        return statement
-
-
-Shape = tuple[frozenset[str], ...]
-"""The columns a row change adds to, puts, takes the least and the greatest of."""
-
-
-def _shape_columns(spec: TableSpec, shape: Shape) -> tuple[str, ...]:
-    """The columns an upsert of ``shape`` writes: the key, then the touched columns, sorted."""
-    return (*spec.key, *sorted(frozenset[str]().union(*shape)))
-
-
-def _insert_columns(spec: TableSpec, rows: Sequence[Row]) -> tuple[str, ...]:
-    """The columns appended ``rows`` write: those some row has, and those with a default."""
-    return tuple(c for c in spec.columns if c in spec.defaults or any(c in r for r in rows))
-
-
-def _bind_processors(
-    table: sa.Table, dialect: sa.Dialect, columns: Sequence[str]
-) -> list[pgcopy.Processor]:
-    """How SQLAlchemy converts each of ``columns``' values for the driver (None: as is)."""
-    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-
-
-def _stage_name(table: str) -> str:
-    name = f"agora_stage_{table}"
-    # PostgreSQL truncates identifiers at 63 bytes; keep long names distinct.
-    return name if len(name) <= 63 else f"agora_stage_{zlib.crc32(table.encode()):08x}"
-
-
-def _updates(table: sa.Table, spec: TableSpec, shape: Shape, excluded: Any) -> dict[str, Any]:
-    """The SET clause of an upsert: how each touched column combines stored and new values."""
-    add, put, least, greatest = shape
-    updates: dict[str, Any] = {}
-    for column in sorted(add):
-        # The inserted value is start + delta (see _params); an update adds the delta.
-        start = spec.start(column)
-        if start:
-            updates[column] = sa.func.coalesce(table.c[column], start) + (excluded[column] - start)
-        else:
-            updates[column] = sa.func.coalesce(table.c[column], 0) + excluded[column]
-    for column in sorted(put):
-        updates[column] = excluded[column]
-    for column in sorted(least):
-        updates[column] = sa.case(
-            (
-                sa.or_(table.c[column].is_(None), excluded[column] < table.c[column]),
-                excluded[column],
-            ),
-            else_=table.c[column],
-        )
-    for column in sorted(greatest):
-        updates[column] = sa.case(
-            (
-                sa.or_(table.c[column].is_(None), excluded[column] > table.c[column]),
-                excluded[column],
-            ),
-            else_=table.c[column],
-        )
-    return updates
+                self.backend.upsert(conn, table, spec, shape, params)
+            self.backend.insert(conn, table, spec, changes.inserts(logical))
 
 
 def _params(spec: TableSpec, change: RowChange) -> dict[str, Any]:
@@ -1537,9 +1256,7 @@ def _params(spec: TableSpec, change: RowChange) -> dict[str, Any]:
 
 
 def _time_ns(moment: datetime) -> int:
-    """Nanoseconds since the epoch of a stored timestamp (SQLite returns it naive, in UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    """Nanoseconds since the epoch of a stored timestamp (aware: see UtcDateTime)."""
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from functools import cache
 from typing import Any, Final
 
@@ -48,12 +48,6 @@ def stable_tables(projection: Projection) -> dict[str, sa.Table]:
 
 
 COUNTS: Final = stable_tables(EventCounts())[EVENT_COUNTS]
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
 
 
 def available(conn: Connection) -> frozenset[str]:
@@ -111,9 +105,7 @@ def data_as_of(conn: Connection, community: str, names: frozenset[str]) -> datet
     value = conn.execute(
         sa.select(sa.func.max(m.c.last_active_at)).where(m.c.community == community)
     ).scalar()
-    if isinstance(value, str):  # max() over a view on SQLite: text
-        value = datetime.fromisoformat(value)
-    return _utc(value) if value is not None else None
+    return value
 
 
 # -- reputation --------------------------------------------------------------------------------
@@ -164,7 +156,7 @@ def _leaderboard_row(rank: int, r: Any) -> LeaderboardRow:
         int(r.reactions_received),
         int(r.reports_upheld),
         bool(r.banned),
-        _utc(r.updated_at),
+        r.updated_at,
     )
 
 
@@ -239,7 +231,7 @@ def ledger(
         LedgerRow(
             int(r.seq),
             int(r.n),
-            _utc(r.occurred_at),
+            r.occurred_at,
             r.event_type,
             r.rule,
             r.item_kind,
@@ -314,7 +306,7 @@ def held_figures(conn: Connection, community: str, names: frozenset[str]) -> lis
         HeldRow(
             r.projection,
             int(r.first_seq),
-            r.occurred_at if r.occurred_at.tzinfo else r.occurred_at.replace(tzinfo=UTC),
+            r.occurred_at,
             f"{r.error_class}: {r.error_message}",
         )
         for r in rows

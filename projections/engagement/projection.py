@@ -89,13 +89,6 @@ def week_of(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every datetime here is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 class Thread(msgspec.Struct, frozen=True):
     """A post's replies as stored in ``engagement_posts.thread`` (JSON).
 
@@ -131,11 +124,11 @@ class _Member:
 
     def __init__(self, row: Mapping[str, Any] | None) -> None:
         r: Mapping[str, Any] = row or {}
-        self.joined_at: datetime | None = _utc(r.get("joined_at"))
-        self.last_joined_at: datetime | None = _utc(r.get("last_joined_at"))
-        self.left_at: datetime | None = _utc(r.get("left_at"))
-        self.first_contribution_at: datetime | None = _utc(r.get("first_contribution_at"))
-        self.last_active_at: datetime | None = _utc(r.get("last_active_at"))
+        self.joined_at: datetime | None = r.get("joined_at")
+        self.last_joined_at: datetime | None = r.get("last_joined_at")
+        self.left_at: datetime | None = r.get("left_at")
+        self.first_contribution_at: datetime | None = r.get("first_contribution_at")
+        self.last_active_at: datetime | None = r.get("last_active_at")
         self.posts: int = r.get("posts") or 0
         self.replies: int = r.get("replies") or 0
         self.reactions_given: int = r.get("reactions_given") or 0
@@ -187,10 +180,10 @@ class _Post:
     def __init__(self, row: Mapping[str, Any] | None) -> None:
         r: Mapping[str, Any] = row or {}
         self.author: str | None = r.get("author")
-        self.created_at: datetime | None = _utc(r.get("created_at"))
-        self.deleted_at: datetime | None = _utc(r.get("deleted_at"))
+        self.created_at: datetime | None = r.get("created_at")
+        self.deleted_at: datetime | None = r.get("deleted_at")
         self.reactions: int = r.get("reactions") or 0
-        self.accepted_at: datetime | None = _utc(r.get("accepted_at"))
+        self.accepted_at: datetime | None = r.get("accepted_at")
         self.accepted_reply: str | None = r.get("accepted_reply")
         thread = _THREAD.decode(r["thread"]) if r.get("thread") else Thread()
         self.live: dict[str, tuple[int, int]] = {k: (v[0], v[1]) for k, v in thread.live.items()}

@@ -22,17 +22,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from projections.backends import backend_type
 from projections.dates import shift_time
 from projections.engagement.settings import COHORT_WEEKS, DEFAULTS
 from projections.engagement.tables import DAILY_COUNTERS, STABLE, EngagementTables
 
 _HOUR = timedelta(hours=1)
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
 
 
 def _as_utc(at: datetime) -> datetime:
@@ -134,11 +129,7 @@ def responsiveness(
     p = t.posts
     since = datetime(start.year, start.month, start.day, tzinfo=UTC)
     until = shift_time(datetime(end.year, end.month, end.day, tzinfo=UTC), timedelta(days=1))
-    day: sa.ColumnElement[date]
-    if conn.dialect.name == "postgresql":
-        day = sa.cast(sa.func.timezone("UTC", p.c.created_at), sa.Date)
-    else:  # SQLite keeps the UTC wall time as text: its date() is the UTC day
-        day = sa.func.date(p.c.created_at, type_=sa.Date)
+    day = backend_type(conn.dialect.name).utc_day(p.c.created_at)
     base = (
         sa.select(
             day.label("day"),
@@ -277,9 +268,9 @@ def needs_attention(
         ).all()
         count += int(found[0].n) if found else 0
         rows.extend(found)
-    rows.sort(key=lambda r: (_utc(r.created_at), r.post))
+    rows.sort(key=lambda r: (r.created_at, r.post))
     oldest = [
-        Unanswered(r.post, r.author, _utc(r.created_at), (at - _utc(r.created_at)).total_seconds())
+        Unanswered(r.post, r.author, r.created_at, (at - r.created_at).total_seconds())
         for r in rows[:limit]
     ]
     return NeedsAttention(at, count, oldest)
@@ -377,7 +368,7 @@ def inactive_members(
         .order_by(m.c.last_active_at.asc().nulls_first(), m.c.member)
         .limit(limit)
     ).all()
-    members = [Inactive(r.member, _utc(r.joined_at), _utc(r.last_active_at)) for r in rows]
+    members = [Inactive(r.member, r.joined_at, r.last_active_at) for r in rows]
     return Churn(at, days, count, members)
 
 
@@ -410,10 +401,10 @@ def member_profile(
         return None
     return MemberProfile(
         member=r.member,
-        joined_at=_utc(r.joined_at),
-        left_at=_utc(r.left_at),
-        first_contribution_at=_utc(r.first_contribution_at),
-        last_active_at=_utc(r.last_active_at),
+        joined_at=r.joined_at,
+        left_at=r.left_at,
+        first_contribution_at=r.first_contribution_at,
+        last_active_at=r.last_active_at,
         posts=int(r.posts),
         replies=int(r.replies),
         reactions_given=int(r.reactions_given),
@@ -451,14 +442,14 @@ def post_stats(
     return PostStats(
         post=r.post,
         author=r.author,
-        created_at=_utc(r.created_at),
-        deleted_at=_utc(r.deleted_at),
+        created_at=r.created_at,
+        deleted_at=r.deleted_at,
         replies=int(r.replies),
         reactions=int(r.reactions),
-        first_reply_at=_utc(r.first_reply_at),
+        first_reply_at=r.first_reply_at,
         first_reply=r.first_reply,
         first_reply_secs=r.first_reply_secs,
-        accepted_at=_utc(r.accepted_at),
+        accepted_at=r.accepted_at,
         accepted_reply=r.accepted_reply,
         accepted_secs=r.accepted_secs,
     )
@@ -509,7 +500,7 @@ def crisis_hours(
             h.c.hour <= last,
         )
     ).all()
-    found = {_utc(r.hour): (int(r.reports), int(r.negative)) for r in rows}
+    found = {r.hour: (int(r.reports), int(r.negative)) for r in rows}
     n = baseline_hours
     k2 = Fraction(k) ** 2
     window: list[int] = []

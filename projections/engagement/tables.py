@@ -13,6 +13,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from projections.api import TableNamer
+from projections.columns import UtcDateTime
 
 DAILY: Final = "engagement_daily"
 HOURLY: Final = "engagement_hourly"
@@ -41,7 +42,7 @@ DAILY_COUNTERS: Final = (
 """The counter columns of ``engagement_daily``, all maintained by ``add``."""
 
 _ID = sa.String(64)
-_TIME = sa.DateTime(timezone=True)
+_TIME = UtcDateTime()
 
 
 def _counter(name: str, comment: str) -> sa.Column[int]:

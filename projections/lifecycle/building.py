@@ -23,6 +23,7 @@ from projections.runner import Worker, WorkerSettings, WorkerState
 from projections.status import ParkedRow, PartitionStatus, parked_rows, parse_time, read_status
 from projections.store import GenerationRow, NotBuilding, NotCaughtUp, ProjectionStore
 from projections.stream import one_line, stream_head
+from projections.swap import SwapBlocked
 
 log = structlog.get_logger("agora.projections")
 
@@ -220,8 +221,8 @@ async def _swap(store: ProjectionStore, number: int, checkpoint: int) -> bool:
     """Swap ``number`` in if it is caught up and still building; False if not (yet)."""
     try:
         await asyncio.to_thread(functools.partial(store.activate, number, only_building=True))
-    except (NotCaughtUp, NotBuilding):
-        return False  # not yet; or someone else decided: the next look reads the state
+    except (NotCaughtUp, NotBuilding, SwapBlocked):
+        return False  # not yet (or readers held it off); or someone else decided: next look
     except DatabaseError as error:
         log.warning(
             "cannot swap in; retrying", projection=store.projection.name, error=one_line(error)

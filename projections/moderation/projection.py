@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, ClassVar, Final, assert_never, cast
 
@@ -44,6 +44,7 @@ from events.fields import ReportReason
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row
+from projections.columns import UtcDateTime
 from projections.moderation.scoring import (
     Standing,
     Weight,
@@ -75,7 +76,7 @@ REPORT_STATUSES: Final = ("pending", "agreed", "disagreed", "ignored", "cooled",
 
 _QUEUE_KEY: Final = ("community", "target_kind", "target")
 _ID = sa.String(64)
-_TIME = sa.DateTime(timezone=True)
+_TIME = UtcDateTime()
 
 
 def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table]:
@@ -402,19 +403,6 @@ def _tables(metadata: sa.MetaData, table_name: TableNamer) -> dict[str, sa.Table
     }
 
 
-def _utc(value: Any) -> Any:
-    """Datetimes as aware UTC (SQLite hands them back naive, PostgreSQL in the session zone)."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
-
-
-def _normalised(row: Row | None) -> Row | None:
-    if row is None:
-        return None
-    return {column: _utc(value) for column, value in row.items()}
-
-
 OpenReport = tuple[str, str, ReportReason]
 """An open report as the item keeps it: (report id, reporter, reason)."""
 
@@ -447,7 +435,7 @@ def weight_from_rows(
     """
     standing = Standing(agreed_reports=0 if record is None else int(record["agreed"]))
     if member is not None:
-        joined = _utc(member["joined_at"])
+        joined = member["joined_at"]
         standing = Standing(
             staff=bool(member["staff"]),
             tenure=None if joined is None else max(at - joined, timedelta(0)),
@@ -600,7 +588,7 @@ class _Folder:
     # -- rows -------------------------------------------------------------------------------
 
     def item(self, key: Key) -> Row | None:
-        return _normalised(self.changes.get(QUEUE, key))
+        return self.changes.get(QUEUE, key)
 
     def put_item(self, key: Key, item: Row, seq: int) -> None:
         item["score"] = item["pending_score"] + item["agreed_score"]
@@ -658,7 +646,7 @@ class _Folder:
         c, at = event.community, event.occurred_at
         # Read and put, not ``least``: Changes compares a datetime it merges with the loaded one,
         # which SQLite returns naive (see docs/moderation.md, engine notes).
-        member = _normalised(self.changes.get(MEMBERS, (c, event.member)))
+        member = self.changes.get(MEMBERS, (c, event.member))
         if member is None or member["joined_at"] is None or at < member["joined_at"]:
             self.changes.put(MEMBERS, (c, event.member), joined_at=at)
         # A removed member who comes back can be reported (and reopened) again.
@@ -680,7 +668,7 @@ class _Folder:
             if row is not None:
                 buckets[p] = (int(row["agreed"]), int(row["disagreed"]))
         return weight_from_rows(
-            _normalised(self.changes.get(MEMBERS, (c, reporter))),
+            self.changes.get(MEMBERS, (c, reporter)),
             self.changes.get(REPORTERS, (c, reporter)),
             buckets,
             at,
@@ -691,7 +679,7 @@ class _Folder:
     def cooling(self, event: ContentReported, item: Row) -> bool:
         """Whether this reporter's report with this reason was resolved too recently to reopen."""
         key = (event.community, event.target_kind, event.target, event.actor, event.reason)
-        row = _normalised(self.changes.get(COOLDOWNS, key))
+        row = self.changes.get(COOLDOWNS, key)
         if row is None:
             return False
         resolved: datetime = row["resolved_at"]
@@ -756,7 +744,7 @@ class _Folder:
             decision=None,
             decided_by=None,
         )
-        record = _normalised(self.changes.get(REPORTERS, (c, event.actor)))
+        record = self.changes.get(REPORTERS, (c, event.actor))
         first = last = at
         if record is not None and record["first_reported_at"] is not None:
             first = min(record["first_reported_at"], at)

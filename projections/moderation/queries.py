@@ -89,12 +89,6 @@ STABLE: Final = ModerationTables.stable()
 """The stable names; the default of every query."""
 
 
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
-
-
 def _as_utc(at: datetime) -> datetime:
     if at.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
@@ -161,7 +155,7 @@ def open_items(
             int(r.open_reports),
             r.top_reason,
             int(r.round),
-            _utc(r.opened_at),
+            r.opened_at,
             bool(r.hidden),
             None if r.auto_hide_due_at_seq is None else int(r.auto_hide_due_at_seq),
         )
@@ -222,7 +216,7 @@ def item_reports(
             row.reason,
             row.status,
             int(row.round),
-            _utc(row.reported_at),
+            row.reported_at,
             int(row.standing),
             int(row.accuracy_bonus),
             int(row.reason_bonus),
@@ -401,8 +395,8 @@ def sla_breaches(
             r.target_kind,
             r.target,
             int(r.round),
-            _utc(r.opened_at),
-            int((at - _utc(r.opened_at)).total_seconds()),
+            r.opened_at,
+            int((at - r.opened_at).total_seconds()),
             bool(r.still_open),
         )
         for r in rows
@@ -580,7 +574,7 @@ def hide_candidates(
             r.target_author,
             int(r.round),
             int(r.auto_hide_due_at_seq),
-            _utc(r.auto_hide_due_at),
+            r.auto_hide_due_at,
             int(r.auto_hide_score),
         )
         for r in conn.execute(stmt)

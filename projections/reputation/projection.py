@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, ClassVar, Final, assert_never, cast
 
 import sqlalchemy as sa
@@ -54,6 +54,7 @@ from events.catalogue import (
 from events.limits import SYSTEM_ACTOR
 from projections.api import Delivered, Projection, TableNamer
 from projections.changes import Changes, Key, Row
+from projections.columns import UtcDateTime
 from projections.reputation.rules import APPROVING, DEFAULT, STACKEXCHANGE, RuleSet
 from projections.reputation.trust import Standing, trust_level
 
@@ -174,7 +175,7 @@ class ReputationProjection(Projection):
             ),
             sa.Column(
                 "suspended_until",
-                sa.DateTime(timezone=True),
+                UtcDateTime(),
                 comment="end of the latest suspension (event time), or null",
             ),
             sa.Column(
@@ -191,7 +192,7 @@ class ReputationProjection(Projection):
                 default=0,
                 comment="stream sequence of the row's last change",
             ),
-            sa.Column("updated_at", sa.DateTime(timezone=True), comment="event time"),
+            sa.Column("updated_at", UtcDateTime(), comment="event time"),
         )
         sa.Index(
             table_name(f"{t.members}_leaderboard"),
@@ -208,9 +209,7 @@ class ReputationProjection(Projection):
             sa.Column("member", _ID, nullable=False, comment="member whose score moved"),
             sa.Column("event_id", sa.Uuid, nullable=False, comment="id of the event that moved it"),
             sa.Column("event_type", sa.String(32), nullable=False, comment="its type"),
-            sa.Column(
-                "occurred_at", sa.DateTime(timezone=True), nullable=False, comment="its time"
-            ),
+            sa.Column("occurred_at", UtcDateTime(), nullable=False, comment="its time"),
             sa.Column("rule", sa.String(64), nullable=False, comment="rule applied (upvote.post)"),
             sa.Column("item_kind", sa.String(8), comment="post or reply the points are tied to"),
             sa.Column("item", _ID, comment="id of that post or reply"),
@@ -345,9 +344,7 @@ class ReputationProjection(Projection):
             sa.Column(
                 "event_id", sa.Uuid, nullable=False, comment="id of the event that changed it"
             ),
-            sa.Column(
-                "occurred_at", sa.DateTime(timezone=True), nullable=False, comment="its time"
-            ),
+            sa.Column("occurred_at", UtcDateTime(), nullable=False, comment="its time"),
             sa.Column("from_level", sa.SmallInteger, nullable=False, comment="trust level before"),
             sa.Column("to_level", sa.SmallInteger, nullable=False, comment="trust level after"),
         )
@@ -530,13 +527,6 @@ def _listed(names: str, name: str) -> bool:
 
 def _appended(names: str, name: str) -> str:
     return f"{names} {name}" if names else name
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every datetime here is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 class _Step:
@@ -734,7 +724,7 @@ class _Step:
         if event.decision == "ban":
             self._set(author, banned=True)
         if event.until is not None:
-            until = _utc(row["suspended_until"])
+            until = row["suspended_until"]
             if until is None or event.until > until:
                 self._set(author, suspended_until=event.until)
 
@@ -953,7 +943,7 @@ class _Step:
                 reactions_received=int(row["reactions_received"]),
                 reports_upheld=int(row["reports_upheld"]),
                 banned=bool(row["banned"]),
-                suspended_until=_utc(row["suspended_until"]),
+                suspended_until=row["suspended_until"],
             )
             level = trust_level(self.rules, standing, self.at)
             self.stamps[key] = (self.delivered.seq, self.at)

@@ -393,7 +393,8 @@ async def test_four_partitions_by_community_add_up_to_one(
 
 
 RECOVERIES = {
-    # nats-py's ordered consumer notices the missing heartbeats and recreates its consumer.
+    # The worker's pull feed hears no heartbeat, asks again, learns its consumer is gone and
+    # reads again from the checkpoint.
     "client": dataclasses.replace(FAST, idle_heartbeat=0.5, stall_timeout=30.0),
     # Heartbeats too rare for the client to react first: the worker's watchdog resubscribes.
     "watchdog": dataclasses.replace(FAST, idle_heartbeat=30.0, stall_timeout=1.0),

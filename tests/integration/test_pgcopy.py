@@ -72,7 +72,7 @@ def test_copy_and_statements_leave_identical_tables(postgres_server_url: str) ->
 
 def test_copy_errors_are_database_errors(postgres_url: str) -> None:
     """A row the table refuses fails like a statement would: as SQLAlchemy's IntegrityError."""
-    from projections import pgcopy
+    from projections.backends import pgcopy
 
     engine = create_engine(postgres_url)
     with engine.begin() as conn:

@@ -4,13 +4,17 @@
 
 It runs ``Worker(...).run(until_seq=N)`` for EventCounts on generation 1 (which the test has
 created) and exits 0 once the checkpoint is at N. With ``--poison ACTOR`` the fold raises on
-that actor's events (a bug: the default policy parks their communities).
+that actor's events (a bug: the default policy parks their communities). With
+``--all-partitions`` it runs a worker for every partition, as ``agora worker`` does; ``--lease``
+sets the writer lease in seconds. At the end it prints ``applied N``: the events its workers
+applied.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -53,19 +57,26 @@ async def main(args: argparse.Namespace) -> int:
         stall_timeout=2.0,
         idle_heartbeat=0.5,
     )
-    worker = Worker(
-        nc.jetstream(),
-        store,
-        generation=args.generation,
-        partition=args.partition,
-        partitions=args.partitions,
-        settings=settings,
-    )
+    if args.lease is not None:
+        settings = dataclasses.replace(settings, lease=args.lease)
+    mine = range(args.partitions) if args.all_partitions else [args.partition]
+    workers = [
+        Worker(
+            nc.jetstream(),
+            store,
+            generation=args.generation,
+            partition=p,
+            partitions=args.partitions,
+            settings=settings,
+        )
+        for p in mine
+    ]
     try:
-        await worker.run(until_seq=args.until)
+        await asyncio.gather(*(w.run(until_seq=args.until) for w in workers))
     finally:
         await nc.close()
         engine.dispose()
+    print(f"applied {sum(w.progress.events for w in workers)}", flush=True)
     return 0
 
 
@@ -79,5 +90,7 @@ if __name__ == "__main__":
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--poison", default=None)
+    parser.add_argument("--all-partitions", action="store_true")
+    parser.add_argument("--lease", type=float, default=None)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     raise SystemExit(asyncio.run(main(parser.parse_args())))

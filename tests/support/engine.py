@@ -145,10 +145,13 @@ def checkpoint_row(engine: sa.Engine, projection: str, generation: int, partitio
         ).one()
 
 
-def dump(engine: sa.Engine, exclude: Iterable[str] = ("agora_status",)) -> dict[str, list[str]]:
+def dump(
+    engine: sa.Engine, exclude: Iterable[str] = ("agora_status", "agora_leases")
+) -> dict[str, list[str]]:
     """Every row of every table, as sorted reprs: two equal dumps are identical databases.
 
-    ``agora_status`` is left out by default: it records wall-clock times and worker ids.
+    ``agora_status`` and ``agora_leases`` are left out by default: they record wall-clock times
+    and worker ids.
     """
     skip = set(exclude)
     out: dict[str, list[str]] = {}
