@@ -209,6 +209,7 @@ class EmbeddedNats:
         if process is None:
             return
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused server could not act on SIGTERM
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout)
@@ -216,6 +217,16 @@ class EmbeddedNats:
                 process.kill()
                 process.wait()
         self._close()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP), as a stuck VM would: connections stay, nothing answers."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """Kill the server with SIGKILL, as a crash would."""

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import sqlalchemy as sa
 import structlog
@@ -25,7 +25,8 @@ from agora.registry import known_names
 from agora.stack import Stack
 from agora.workers import one_line
 from projections.errors import ProjectionError
-from projections.status import PartitionStatus, read_status
+from projections.lifecycle import serving_positions
+from projections.status import read_status
 
 log = structlog.get_logger("agora.demo")
 
@@ -58,22 +59,6 @@ class Reading:
         )
 
 
-def _active_points(
-    rows: list[PartitionStatus], names: list[str]
-) -> tuple[dict[str, Any], set[str]]:
-    points: dict[str, int | None] = dict.fromkeys(names)
-    paused: set[str] = set()
-    for row in rows:
-        if row.projection not in points:
-            continue
-        if row.worker_state == "paused" and row.generation_state in ("active", "building"):
-            paused.add(row.projection)
-        if row.generation_state == "active":
-            have = points[row.projection]
-            points[row.projection] = row.checkpoint if have is None else min(have, row.checkpoint)
-    return points, paused
-
-
 class Monitor:
     """Reads the stream head and the checkpoints; keeps recent readings for events/s."""
 
@@ -92,7 +77,7 @@ class Monitor:
             head = (await self.stack.stream_status()).state.last_seq
         try:
             rows = await asyncio.to_thread(read_status, self.engine)
-            points, paused = _active_points(rows, self.names)
+            points, paused = serving_positions(rows, self.names)
         except (ProjectionError, sa.exc.SQLAlchemyError) as error:
             log.debug("cannot read the checkpoints", error=one_line(error))
             points = dict(previous.checkpoints) if previous else dict.fromkeys(self.names)

@@ -1,10 +1,10 @@
-"""Edge helpers of the projection commands: the database, workers, builds, stream positions.
+"""Edge helpers of the projection commands: the database, workers, status with lag.
 
 This is where the CLI meets the projection engine: it opens the database from the settings,
-runs a :class:`~projections.supervisor.Supervisor` until stopped, builds a generation while
-watching it in the database, resolves times to stream sequences and reads projection status
-with the stream's head. Driver and engine errors (nats-py, SQLAlchemy,
-:class:`~projections.errors.ProjectionError`) are translated here into one-line
+runs a :class:`~projections.supervisor.Supervisor` until stopped and reads projection status
+with the stream's head. The generation lifecycle (building, swapping, resuming, dropping) is
+:mod:`projections.lifecycle`'s; the CLI calls it directly. Driver and engine errors (nats-py,
+SQLAlchemy, :class:`~projections.errors.ProjectionError`) are translated here into one-line
 :class:`EngineError` messages.
 """
 
@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +21,6 @@ import nats.errors
 import nats.js.errors
 import sqlalchemy as sa
 import structlog
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
@@ -33,45 +28,28 @@ from agora.config import Settings, env_name
 from agora.errors import AgoraError, ConfigError
 from agora.registry import get_projections
 from agora.stack import Stack
-from events.subjects import STREAM
 from projections.database import create_engine
 from projections.errors import ProjectionError
 from projections.lease import expired_leases
-from projections.runner import Worker, WorkerSettings
-
-# The status rules live in projections.status; the build commands still import these from here.
-from projections.status import LIVE_STATES as LIVE_STATES
-from projections.status import STALE_AFTER as STALE_AFTER
+from projections.lifecycle import GenerationState
+from projections.runner import WorkerSettings
 from projections.status import (
-    ParkedRow,
     PartitionStatus,
     StatusRow,
-    parked_rows,
     read_status,
     with_lag,
 )
-from projections.status import parse_time as parse_time
-from projections.store import GenerationRow, ProjectionStore
-from projections.supervisor import Supervisor, build_and_swap
+from projections.store import ProjectionStore
+from projections.supervisor import Supervisor
 
 log = structlog.get_logger("agora.workers")
 
-#: Seconds a JetStream request of these helpers may take.
-REQUEST_TIMEOUT = 5.0
 #: Seconds between two progress log lines of `agora worker`, per projection.
 LOG_EVERY = 5.0
-#: Seconds between two looks at a building generation in the database.
-BUILD_POLL = 0.25
-#: Seconds the workers of a build may take to stop after it is stopped.
-STOP_TIMEOUT = 30.0
 
 
 class EngineError(AgoraError):
     """The projection engine, its database or NATS failed; the message is one line."""
-
-
-class BuildPaused(EngineError):
-    """A partition of the generation being built paused on a fold error."""
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -124,43 +102,6 @@ def open_engine(settings: Settings) -> Engine:
 def store_of(engine: Engine, name: str) -> ProjectionStore:
     """A store of the registered projection ``name`` (UnknownProjection if there is none)."""
     return ProjectionStore(engine, get_projections([name])[0])
-
-
-# -- the stream --------------------------------------------------------------------------------
-
-
-async def stream_head(js: JetStreamContext) -> int:
-    """The stream's last sequence (0 when empty)."""
-    with translate(f"cannot read stream {STREAM}"):
-        info = await js.stream_info(STREAM)
-    return int(info.state.last_seq)
-
-
-async def seq_at_time(js: JetStreamContext, when: datetime) -> int:
-    """The first stream sequence whose message was stored at or after ``when`` (UTC).
-
-    An ephemeral consumer starting at ``when`` is created (nothing is delivered: it is a pull
-    consumer nobody pulls from) and deleted; the server positions it on that message, which its
-    info reports as one past the last delivered sequence. With no message at or after ``when``
-    this is the stream's last sequence + 1.
-    """
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    config = ConsumerConfig(
-        name=f"agora-seq-at-{uuid.uuid4().hex[:12]}",
-        deliver_policy=DeliverPolicy.BY_START_TIME,
-        opt_start_time=when.astimezone(UTC),
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=30.0,
-        mem_storage=True,
-    )
-    with translate(f"cannot find the first event at or after {when.isoformat()}"):
-        info = await js.add_consumer(STREAM, config, timeout=REQUEST_TIMEOUT)
-        with contextlib.suppress(nats.errors.Error, TimeoutError):
-            await js.delete_consumer(STREAM, info.name)
-    if info.delivered is None:
-        raise EngineError("the server did not report the consumer's starting sequence")
-    return int(info.delivered.stream_seq) + 1
 
 
 # -- running workers ---------------------------------------------------------------------------
@@ -256,11 +197,11 @@ async def _report(supervisor: Supervisor, stop: asyncio.Event, every: float) -> 
             except (ProjectionError, sa.exc.SQLAlchemyError) as error:
                 log.warning("cannot read generations", projection=name, error=one_line(error))
                 continue
-            active = next((r for r in rows if r.state == "active"), None)
+            active = next((r for r in rows if r.state is GenerationState.ACTIVE), None)
             building = [
                 {"generation": r.generation, "checkpoint": min(r.checkpoints, default=0)}
                 for r in rows
-                if r.state == "building"
+                if r.state is GenerationState.BUILDING
             ]
             states = sorted({str(w.state) for _, w in live}) or ["none"]
             log.info(
@@ -272,170 +213,6 @@ async def _report(supervisor: Supervisor, stop: asyncio.Event, every: float) -> 
                 workers=",".join(states),
                 building=building or None,
             )
-
-
-# -- building generations ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BuildState:
-    """Where a building generation is, as read from the database and the stream."""
-
-    checkpoint: int
-    head: int
-    start_seq: int
-
-
-@dataclass(frozen=True)
-class BuildOutcome:
-    """How a build ended."""
-
-    projection: str
-    generation: int
-    start_seq: int
-    checkpoint: int
-    head: int
-    swapped: bool
-    """The generation is the active one now (swapped in by this build or another process)."""
-    finished: bool
-    """Swapped in, or (without swap) caught up with the head; False when stopped first."""
-    seconds: float
-
-
-def generation_row(store: ProjectionStore, number: int) -> GenerationRow | None:
-    """The registry row of one generation, or None."""
-    return next((r for r in store.generations() if r.generation == number), None)
-
-
-def _parked_in(engine: Engine, projection: str, number: int) -> list[ParkedRow]:
-    return [r for r in parked_rows(engine, projection) if r.generation == number]
-
-
-def _paused_since(
-    engine: Engine, projection: str, number: int, since: datetime
-) -> list[PartitionStatus]:
-    rows = read_status(engine, projection)
-    return [
-        r
-        for r in rows
-        if r.generation == number
-        and r.worker_state == "paused"
-        and (when := parse_time(r.updated_at)) is not None
-        and when >= since
-    ]
-
-
-async def build_generation(
-    js: JetStreamContext,
-    store: ProjectionStore,
-    number: int,
-    *,
-    swap: bool = True,
-    stop: asyncio.Event | None = None,
-    on_progress: Callable[[BuildState], None] | None = None,
-    settings: WorkerSettings | None = None,
-    poll: float = BUILD_POLL,
-) -> BuildOutcome:
-    """Build generation ``number`` until it is swapped in (or, without ``swap``, caught up).
-
-    With ``swap`` the engine's :func:`~projections.supervisor.build_and_swap` does the work; the
-    generation's state and checkpoints are watched in the database, so a build finished by
-    another process (a running `agora worker` also builds generations in state ``building``)
-    ends this one too. Stopping (``stop``) leaves the generation ``building`` at its checkpoint.
-    Raises :class:`BuildPaused` when a partition pauses on a fold error.
-    """
-    stop = stop or asyncio.Event()
-    name = store.projection.name
-    with translate():
-        row = await asyncio.to_thread(generation_row, store, number)
-    if row is None:
-        raise EngineError(f"{name} has no generation {number}")
-    if row.state != "building":
-        raise EngineError(f"{name} g{number} is {row.state}, not building")
-    inner = asyncio.Event()
-    started = time.monotonic()
-    since = datetime.now(UTC)
-    tasks: list[asyncio.Task[Any]]
-    if swap:
-        tasks = [
-            asyncio.create_task(
-                build_and_swap(js, store, number, settings=settings, stop=inner),
-                name=f"build {name} g{number}",
-            )
-        ]
-    else:
-        tasks = [
-            asyncio.create_task(
-                Worker(
-                    js,
-                    store,
-                    generation=number,
-                    partition=p,
-                    partitions=row.partitions,
-                    settings=settings,
-                ).run(inner),
-                name=f"build {name} g{number} p{p}",
-            )
-            for p in range(row.partitions)
-        ]
-
-    def outcome(
-        current: GenerationRow, head: int, *, swapped: bool, finished: bool
-    ) -> BuildOutcome:
-        return BuildOutcome(
-            projection=name,
-            generation=number,
-            start_seq=current.start_seq,
-            checkpoint=min(current.checkpoints, default=current.start_seq - 1),
-            head=head,
-            swapped=swapped,
-            finished=finished,
-            seconds=time.monotonic() - started,
-        )
-
-    try:
-        while True:
-            with translate(f"building {name} g{number}"):
-                current = await asyncio.to_thread(generation_row, store, number)
-                if current is None:
-                    raise EngineError(f"{name} g{number} disappeared while building")
-                head = await stream_head(js)
-                checkpoint = min(current.checkpoints, default=current.start_seq - 1)
-                if on_progress is not None:
-                    on_progress(BuildState(checkpoint, head, current.start_seq))
-                if current.state == "active":
-                    return outcome(current, head, swapped=True, finished=True)
-                if current.state != "building":
-                    raise EngineError(f"{name} g{number} became {current.state} while building")
-                if not swap and checkpoint >= head:
-                    return outcome(current, head, swapped=False, finished=True)
-                paused = await asyncio.to_thread(_paused_since, store.engine, name, number, since)
-                if paused:
-                    first = paused[0]
-                    raise BuildPaused(
-                        f"{name} g{number} p{first.partition} paused at checkpoint "
-                        f"{first.checkpoint}: {first.error}"
-                    )
-                stuck = await asyncio.to_thread(_parked_in, store.engine, name, number)
-                if stuck:
-                    raise BuildPaused(
-                        f"{name} g{number}: community {stuck[0].community} parked at seq "
-                        f"{stuck[0].first_seq}: {stuck[0].error} (agora dlq retry {name} "
-                        f"--community {stuck[0].community} --generation {number})"
-                    )
-                for task in tasks:
-                    if task.done() and not task.cancelled():
-                        task.result()  # raises the worker's or build's error
-                if stop.is_set():
-                    return outcome(current, head, swapped=False, finished=False)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll)
-    finally:
-        inner.set()
-        _done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # -- status ------------------------------------------------------------------------------------

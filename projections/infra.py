@@ -6,9 +6,25 @@ letters and its checkpoint commit in one transaction.
 
 from __future__ import annotations
 
+import enum
+
 import sqlalchemy as sa
 
 from projections.columns import UtcDateTime
+
+
+class GenerationState(enum.StrEnum):
+    """A generation's state in the registry (the stored values are these strings)."""
+
+    BUILDING = "building"
+    """Being built by replay beside the active one; swapped in once caught up."""
+    ACTIVE = "active"
+    """The stable names point at its tables; its workers keep it live."""
+    RETIRED = "retired"
+    """Swapped out; its tables are kept (not folded on) for a rollback until dropped."""
+    DROPPED = "dropped"
+    """Its tables are gone; the number is never reused."""
+
 
 INFRA = sa.MetaData()
 """Metadata of the engine's tables (created by :func:`projections.store.ensure_infra`)."""

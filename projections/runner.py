@@ -42,6 +42,7 @@ from events.subjects import ALL_SUBJECTS, STREAM
 from projections import metrics
 from projections.errors import DatabaseError, ProjectionError
 from projections.feed import PullFeed
+from projections.infra import GenerationState
 from projections.infra import status as status_table
 from projections.lease import LEASE_SECONDS
 from projections.locks import WriterLock
@@ -610,7 +611,7 @@ class Worker:
         except (DatabaseError, sa.exc.SQLAlchemyError):
             return False
         state = next((r.state for r in rows if r.generation == self.generation), None)
-        return state in (None, "dropped")
+        return state in (None, GenerationState.DROPPED)
 
     async def _recover_checkpoint(self) -> None:
         """Re-read the checkpoint (holding the lock, taken again if lost) and resubscribe."""

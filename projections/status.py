@@ -24,11 +24,12 @@ from sqlalchemy.engine import Engine
 from events.subjects import STREAM
 from projections.database import reader
 from projections.errors import ProjectionError
-from projections.infra import checkpoints, dead_letters, generations, parked
+from projections.infra import GenerationState, checkpoints, dead_letters, generations, parked
 from projections.infra import status as status_table
+from projections.stream import stream_head
 
 #: Generation states whose partitions count for health (retired ones are history).
-LIVE_STATES = frozenset({"active", "building"})
+LIVE_STATES = frozenset({GenerationState.ACTIVE, GenerationState.BUILDING})
 #: Seconds after which the status row of a working worker is stale: its process is likely gone or
 #: frozen (workers write it every ``WorkerSettings.status_interval``, 2 s by default).
 STALE_AFTER = 30.0
@@ -89,7 +90,7 @@ def read_status(engine: Engine, projection: str | None = None) -> list[Partition
                 & (status_table.c.generation == checkpoints.c.generation)
                 & (status_table.c.partition == checkpoints.c.partition),
             )
-            .where(generations.c.state != "dropped")
+            .where(generations.c.state != GenerationState.DROPPED)
             .order_by(checkpoints.c.projection, checkpoints.c.generation, checkpoints.c.partition)
         )
         if projection is not None:
@@ -128,7 +129,10 @@ def active_checkpoints(engine: Engine, projection: str) -> list[int]:
                 (generations.c.projection == checkpoints.c.projection)
                 & (generations.c.generation == checkpoints.c.generation),
             )
-            .where(checkpoints.c.projection == projection, generations.c.state == "active")
+            .where(
+                checkpoints.c.projection == projection,
+                generations.c.state == GenerationState.ACTIVE,
+            )
         ).all()
     return [int(r[0]) for r in rows]
 
@@ -310,10 +314,8 @@ async def with_lag(
     in ``expired`` (projection, generation, partition): its owner is gone or frozen, and a standby
     takes it over.
     """
-    from projections.supervisor import stream_head  # runner and store: only with NATS
-
     now = now or datetime.now(UTC)
-    head = await stream_head(js) if js is not None else None
+    head = await stream_head(js, patience=0) if js is not None else None
     ages: dict[int, float | None] = {}
     if js is not None and head is not None:
         behind = sorted({p.checkpoint for p in partitions if p.checkpoint < head})

@@ -37,7 +37,15 @@ from projections.errors import (
     ProjectionError,
     SubjectMismatch,
 )
-from projections.infra import INFRA, checkpoints, dead_letters, generations, held, parked
+from projections.infra import (
+    INFRA,
+    GenerationState,
+    checkpoints,
+    dead_letters,
+    generations,
+    held,
+    parked,
+)
 
 RELEASE_CHUNK = 1000
 """At most this many held events are released per transaction (the partition waits meanwhile)."""
@@ -96,7 +104,7 @@ class GenerationRow:
 
     generation: int
     version: int
-    state: str
+    state: GenerationState
     partitions: int
     start_seq: int
     checkpoints: tuple[int, ...]
@@ -291,7 +299,7 @@ class ProjectionStore:
                             projection=name,
                             generation=number,
                             version=self.projection.version,
-                            state="building",
+                            state=GenerationState.BUILDING,
                             partitions=partitions,
                             start_seq=start_seq,
                         )
@@ -376,7 +384,7 @@ class ProjectionStore:
             GenerationRow(
                 r.generation,
                 r.version,
-                r.state,
+                GenerationState(r.state),
                 r.partitions,
                 r.start_seq,
                 tuple(by_gen.get(r.generation, [])),
@@ -387,7 +395,7 @@ class ProjectionStore:
     def active(self) -> int | None:
         """The generation the stable names point at, if any."""
         for row in self.generations():
-            if row.state == "active":
+            if row.state is GenerationState.ACTIVE:
                 return row.generation
         return None
 
@@ -433,13 +441,13 @@ class ProjectionStore:
                 .with_for_update()
             ).all()
             states = {r.generation: r.state for r in rows}
-            if states.get(number) not in ("building", "retired", "active"):
+            if states.get(number) in (None, GenerationState.DROPPED):
                 raise ProjectionError(f"{name} has no generation {number} to activate")
-            if only_building and states[number] != "building":
+            if only_building and states[number] != GenerationState.BUILDING:
                 raise NotBuilding(f"{name} g{number} is {states[number]}, not building")
             if only_building:
                 self._refuse_parked(conn, number)
-            current = next((g for g, st in states.items() if st == "active"), None)
+            current = next((g for g, st in states.items() if st == GenerationState.ACTIVE), None)
             # The views before the checkpoints: while the swap waits for a reader of a stable
             # name, it must not hold the checkpoint locks the live workers need for each batch.
             preparer = conn.dialect.identifier_preparer
@@ -460,12 +468,12 @@ class ProjectionStore:
                 conn.execute(
                     generations.update()
                     .where(generations.c.projection == name, generations.c.generation == current)
-                    .values(state="retired")
+                    .values(state=GenerationState.RETIRED)
                 )
             conn.execute(
                 generations.update()
                 .where(generations.c.projection == name, generations.c.generation == number)
-                .values(state="active")
+                .values(state=GenerationState.ACTIVE)
             )
 
     def _refuse_parked(self, conn: Connection, number: int) -> None:
@@ -497,7 +505,7 @@ class ProjectionStore:
         """Drop a generation's tables; the active one cannot be dropped.
 
         A worker still building the generation ends by itself (see the runner and
-        :func:`projections.supervisor.build_and_swap`).
+        :func:`projections.lifecycle.build`).
         """
         gen = self.generation(number)
         name = self.projection.name
@@ -515,7 +523,7 @@ class ProjectionStore:
             ).scalar()
             if state is None:
                 raise ProjectionError(f"{name} has no generation {number}")
-            if state == "active":
+            if state == GenerationState.ACTIVE:
                 raise ProjectionError(f"{name} g{number} is active: activate another first")
             gen.metadata.drop_all(conn)
             for table in (held, parked):
@@ -527,7 +535,7 @@ class ProjectionStore:
             conn.execute(
                 generations.update()
                 .where(generations.c.projection == name, generations.c.generation == number)
-                .values(state="dropped")
+                .values(state=GenerationState.DROPPED)
             )
 
     # -- the batch transaction --------------------------------------------------------------

@@ -11,172 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
-import nats.errors
-import nats.js.errors
 import sqlalchemy as sa
 import structlog
 from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
 
-from events.subjects import STREAM
 from projections.api import Projection
 from projections.errors import DatabaseError, ProjectionError
+from projections.lifecycle import (
+    BuildOutcome,
+    GenerationState,
+    bootstrap,
+    build,
+    start_generation,
+)
 from projections.runner import Progress, Worker, WorkerSettings
-from projections.store import NotBuilding, NotCaughtUp, ProjectionStore
-from projections.swap import SwapBlocked
+from projections.store import ProjectionStore
 
 log = structlog.get_logger("agora.projections")
-
-
-@dataclass(frozen=True)
-class BuildProgress:
-    """Where a building generation is: its slowest partition against the stream's head."""
-
-    projection: str
-    generation: int
-    checkpoint: int
-    head: int
-    rate: float
-
-
-def bootstrap(store: ProjectionStore, partitions: int) -> int:
-    """Make sure the projection has an active generation; create and activate g1 if none."""
-    for attempt in range(3):
-        try:
-            rows = store.generations()
-            active = next((r for r in rows if r.state == "active"), None)
-            if active is not None:
-                return active.generation
-            if not rows:
-                store.ensure(1, partitions)
-                store.activate(1)
-                return 1
-            building = next((r for r in rows if r.state == "building"), None)
-            if building is not None and len(rows) == 1:
-                store.activate(building.generation)
-                return building.generation
-            raise ProjectionError(f"{store.projection.name} has generations but none is active")
-        except (DatabaseError, sa.exc.IntegrityError):
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def start_generation(store: ProjectionStore, partitions: int, start_seq: int = 1) -> int:
-    """Create a new building generation of the current code version, folding from ``start_seq``."""
-    number = store.next_generation()
-    store.ensure(number, partitions, start_seq)
-    return number
-
-
-async def stream_head(js: JetStreamContext, stream: str = STREAM) -> int:
-    """The stream's last sequence."""
-    try:
-        info = await js.stream_info(stream)
-    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as error:
-        raise ProjectionError(f"cannot read stream {stream}: {error}") from error
-    return int(info.state.last_seq)
-
-
-async def build_and_swap(
-    js: JetStreamContext,
-    store: ProjectionStore,
-    number: int,
-    *,
-    settings: WorkerSettings | None = None,
-    stop: asyncio.Event | None = None,
-    on_progress: Callable[[BuildProgress], None] | None = None,
-    check_interval: float = 0.2,
-) -> bool:
-    """Run building generation ``number`` until it has caught up, then swap it in atomically.
-
-    The active generation keeps serving meanwhile (its own workers keep it live). Returns True
-    once swapped (by this build or another one), False if stopped first or if the generation
-    stopped being built meanwhile (rolled back after a swap, or dropped): a stale build never
-    undoes an operator's decision. The workers of ``number`` stop when this returns; the
-    supervisors then run it as the active generation.
-    """
-    stop = stop or asyncio.Event()
-    rows = {r.generation: r for r in store.generations()}
-    if number not in rows:
-        raise ProjectionError(f"{store.projection.name} has no generation {number}")
-    partitions = rows[number].partitions
-    inner = asyncio.Event()
-    workers = [
-        Worker(js, store, generation=number, partition=p, partitions=partitions, settings=settings)
-        for p in range(partitions)
-    ]
-    tasks = [asyncio.create_task(w.run(inner)) for w in workers]
-    previous_head: int | None = None
-    try:
-        while not stop.is_set():
-            try:
-                state = await asyncio.to_thread(_state_of, store, number)
-            except (DatabaseError, sa.exc.SQLAlchemyError) as error:
-                log.warning("cannot read generations", error=str(error))
-                state = "building"
-            if state == "active":
-                return True
-            if state != "building":
-                log.info(
-                    "build ended: the generation is no longer building",
-                    projection=store.projection.name,
-                    generation=number,
-                    state=state,
-                )
-                return False
-            failed = [t for t in tasks if t.done()]
-            if failed:
-                for task in failed:
-                    task.result()
-                raise ProjectionError(f"a worker of {store.projection.name} g{number} stopped")
-            head = await stream_head(js)
-            checkpoint = min(w.progress.applied_seq for w in workers)
-            if on_progress is not None:
-                on_progress(
-                    BuildProgress(
-                        store.projection.name,
-                        number,
-                        checkpoint,
-                        head,
-                        sum(w.progress.rate() for w in workers),
-                    )
-                )
-            # Caught up means: at the head as it was one check ago. Under sustained traffic the
-            # head moves on while it is looked at, so "at the current head" may never happen;
-            # activate() itself checks, atomically, that no partition is behind the active one.
-            target = head if previous_head is None else min(head, previous_head)
-            previous_head = head
-            if checkpoint >= target:
-                try:
-                    await asyncio.to_thread(
-                        functools.partial(store.activate, number, only_building=True)
-                    )
-                except (NotCaughtUp, NotBuilding, SwapBlocked):
-                    pass  # not yet (or readers held it off); or someone else decided: next round
-                else:
-                    log.info(
-                        "generation swapped in",
-                        projection=store.projection.name,
-                        generation=number,
-                        checkpoint=checkpoint,
-                    )
-                    return True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), check_interval)
-        return False
-    finally:
-        inner.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _state_of(store: ProjectionStore, number: int) -> str | None:
-    """The registry state of one generation (None if it does not exist)."""
-    return next((r.state for r in store.generations() if r.generation == number), None)
 
 
 class Supervisor:
@@ -204,14 +58,14 @@ class Supervisor:
         self.poll = poll
         self.on_batch = on_batch
         self.workers: dict[tuple[str, int, int], tuple[Worker, asyncio.Task[None]]] = {}
-        self._builds: dict[tuple[str, int], asyncio.Task[bool]] = {}
+        self._builds: dict[tuple[str, int], asyncio.Task[BuildOutcome]] = {}
 
     def _wanted(self) -> set[tuple[str, int, int]]:
         wanted: set[tuple[str, int, int]] = set()
         for name, store in self.stores.items():
             rows = store.generations()
             version = store.projection.version
-            active = next((r for r in rows if r.state == "active"), None)
+            active = next((r for r in rows if r.state is GenerationState.ACTIVE), None)
             if active is not None and active.version == version:
                 for p in range(active.partitions):
                     if self.only_partitions is None or p in self.only_partitions:
@@ -219,7 +73,9 @@ class Supervisor:
             elif (
                 active is not None
                 and active.version < version
-                and not any(r.state == "building" and r.version == version for r in rows)
+                and not any(
+                    r.state is GenerationState.BUILDING and r.version == version for r in rows
+                )
             ):
                 number = start_generation(store, self.partitions)
                 log.info(
@@ -245,7 +101,10 @@ class Supervisor:
         out = []
         for name, store in self.stores.items():
             for row in store.generations():
-                if row.state == "building" and row.version == store.projection.version:
+                if (
+                    row.state is GenerationState.BUILDING
+                    and row.version == store.projection.version
+                ):
                     out.append((name, row.generation))
         return out
 
@@ -262,17 +121,19 @@ class Supervisor:
                     log.warning("cannot read generations", error=str(error))
                     wanted, building = set(self.workers), []
                 self._reconcile(wanted, stop)
+                self._reap_builds()
                 for key in building:
-                    build = self._builds.get(key)
-                    if build is None or build.done():
+                    if key not in self._builds:
                         self._builds[key] = asyncio.create_task(
-                            build_and_swap(
+                            build(
                                 self.js,
                                 self.stores[key[0]],
                                 key[1],
                                 settings=self.settings,
                                 stop=stop,
-                            )
+                                wait_when_stuck=True,
+                            ),
+                            name=f"build {key[0]} g{key[1]}",
                         )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll)
@@ -286,6 +147,24 @@ class Supervisor:
                 *self._builds.values(),
                 return_exceptions=True,
             )
+
+    def _reap_builds(self) -> None:
+        """Forget ended builds; log a failed one (a generation still building is built again)."""
+        for key, task in list(self._builds.items()):
+            if not task.done():
+                continue
+            del self._builds[key]
+            if task.cancelled():
+                continue
+            error = task.exception()
+            if error is not None:
+                log.error(
+                    "build failed; trying again",
+                    projection=key[0],
+                    generation=key[1],
+                    error=str(error),
+                    error_type=type(error).__name__,
+                )
 
     def _batch_callback(self, name: str) -> Callable[[Progress], None] | None:
         callback = self.on_batch

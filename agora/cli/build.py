@@ -6,10 +6,9 @@ import asyncio
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -39,30 +38,17 @@ from agora.cli.common import (
     out,
 )
 from agora.config import Settings
-from agora.stack import Stack, StreamStateView
+from agora.stack import Stack
 from agora.workers import (
-    STALE_AFTER,
-    BuildOutcome,
-    BuildState,
     EngineError,
-    build_generation,
-    generation_row,
     open_engine,
-    parse_time,
     read_partitions,
-    seq_at_time,
     store_of,
     translate,
 )
-from projections.status import (
-    PartitionStatus,
-)
-from projections.store import GenerationRow, NotCaughtUp, ProjectionStore
-from projections.supervisor import start_generation
-
-if TYPE_CHECKING:
-    pass
-
+from projections import lifecycle
+from projections.lifecycle import BuildEnd, BuildOutcome, BuildProgress
+from projections.store import NotCaughtUp
 
 #: Seconds between two plain progress lines of a build when stdout is not a terminal.
 BUILD_PRINT_EVERY = 10.0
@@ -119,7 +105,7 @@ class _BuildDisplay:
         self.task = self.progress.add_task(label, total=None, rate=0.0)
         self.samples: deque[tuple[float, int]] = deque()
         self.next_print = time.monotonic() + BUILD_PRINT_EVERY
-        self.last: BuildState | None = None
+        self.last: BuildProgress | None = None
 
     def __enter__(self) -> _BuildDisplay:
         self.progress.start()
@@ -135,7 +121,7 @@ class _BuildDisplay:
         (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
         return (c1 - c0) / max(t1 - t0, 1e-6)
 
-    def update(self, state: BuildState) -> None:
+    def update(self, state: BuildProgress) -> None:
         """Show where the build is."""
         self.last = state
         now = time.monotonic()
@@ -175,21 +161,6 @@ class _BuildReport:
     previous: int | None
 
 
-def _live_worker(rows: Sequence[PartitionStatus], generation: int | None) -> str | None:
-    """The id of a worker that looks alive on ``generation`` (a fresh running status row)."""
-    now = datetime.now(UTC)
-    for row in rows:
-        updated = parse_time(row.updated_at)
-        if (
-            row.generation == generation
-            and row.worker_state in ("running", "catching_up")
-            and updated is not None
-            and (now - updated).total_seconds() < STALE_AFTER
-        ):
-            return str(row.worker)
-    return None
-
-
 async def _build(settings: Settings, plan: _BuildPlan) -> _BuildReport:
     name = plan.projection
     stop = asyncio.Event()
@@ -200,15 +171,21 @@ async def _build(settings: Settings, plan: _BuildPlan) -> _BuildReport:
             async with Stack(settings, name="agora-build") as stack:
                 state = (await stack.stream_status()).state
                 with translate():
-                    rows = await asyncio.to_thread(store.generations)
-                active = next((r for r in rows if r.state == "active"), None)
-                number = await _prepare_generation(stack, store, rows, active, plan, state)
-                with translate():
-                    row = await asyncio.to_thread(generation_row, store, number)
-                if row is None:  # pragma: no cover - just created or checked
-                    raise EngineError(f"{name} g{number} disappeared")
+                    active = await asyncio.to_thread(store.active)
+                    try:
+                        row = await lifecycle.prepare_generation(
+                            stack.js,
+                            store,
+                            resume=plan.resume,
+                            start_seq=plan.start_seq,
+                            from_time=plan.from_time,
+                            partitions=plan.partitions,
+                        )
+                    except lifecycle.StartOutOfRange as error:
+                        raise UsageError(str(error)) from None
+                number = row.generation
                 if not plan.quiet:
-                    serving = f"g{active.generation} keeps serving" if active else "none active yet"
+                    serving = f"g{active} keeps serving" if active else "none active yet"
                     parts = f"{row.partitions} partition{'s' if row.partitions != 1 else ''}"
                     out.print(
                         f"building {name} g{number} (version {row.version}, {parts}) from seq "
@@ -216,9 +193,9 @@ async def _build(settings: Settings, plan: _BuildPlan) -> _BuildReport:
                         soft_wrap=True,
                     )
                 if not plan.swap:
-                    live = _live_worker(
+                    live = lifecycle.live_worker(
                         await asyncio.to_thread(read_partitions, engine, name),
-                        active.generation if active else None,
+                        active,
                     )
                     if live:
                         typer.echo(
@@ -227,60 +204,25 @@ async def _build(settings: Settings, plan: _BuildPlan) -> _BuildReport:
                             err=True,
                         )
                 with _BuildDisplay(f"{name} g{number}", plan.quiet) as display:
-                    outcome = await build_generation(
-                        stack.js,
-                        store,
-                        number,
-                        swap=plan.swap,
-                        stop=stop,
-                        on_progress=display.update,
-                    )
+                    try:
+                        with translate(f"building {name} g{number}"):
+                            outcome = await lifecycle.build(
+                                stack.js,
+                                store,
+                                number,
+                                swap=plan.swap,
+                                stop=stop,
+                                on_progress=display.update,
+                            )
+                    except EngineError as error:
+                        if isinstance(error.__cause__, lifecycle.BuildPaused):
+                            raise EngineError(str(error.__cause__)) from None
+                        raise
         finally:
             engine.dispose()
-    return _BuildReport(outcome, active.generation if active else None)
-
-
-async def _prepare_generation(
-    stack: Stack,
-    store: ProjectionStore,
-    rows: list[GenerationRow],
-    active: GenerationRow | None,
-    plan: _BuildPlan,
-    state: StreamStateView,
-) -> int:
-    """The generation to build: the one to resume, or a new one starting where asked."""
-    name = plan.projection
-    if plan.resume is not None:
-        row = next((r for r in rows if r.generation == plan.resume), None)
-        if row is None:
-            raise EngineError(f"{name} has no generation {plan.resume}")
-        if row.state != "building":
-            raise EngineError(
-                f"{name} g{row.generation} is {row.state}; only a building one resumes"
-            )
-        return row.generation
-    building = next((r for r in rows if r.state == "building"), None)
-    if building is not None:
-        g = building.generation
-        raise EngineError(
-            f"{name} g{g} is already building (from seq {building.start_seq}, at "
-            f"{min(building.checkpoints, default=building.start_seq - 1)}): continue it with "
-            f"`agora replay {name} --resume {g}` (a running `agora worker` continues it too) "
-            f"or drop it with `agora drop {name} {g}`"
-        )
-    start = plan.start_seq or 1
-    if plan.from_time is not None:
-        start = await seq_at_time(stack.js, plan.from_time)
-    if start > state.last_seq + 1:
-        raise UsageError(f"--from-seq {start} is past the stream's last seq {state.last_seq}")
-    if 1 < start < state.first_seq:
-        raise UsageError(
-            f"events before seq {state.first_seq} have expired from the stream; "
-            f"replay from {state.first_seq} or later (or from 1 to take what is left)"
-        )
-    partitions = plan.partitions or (active.partitions if active else 1)
-    with translate():
-        return await asyncio.to_thread(start_generation, store, partitions, start)
+    if outcome.end is BuildEnd.SUPERSEDED:
+        raise EngineError(f"{name} g{number} became {outcome.state} while building")
+    return _BuildReport(outcome, active)
 
 
 def _build_command(ctx: typer.Context, plan: _BuildPlan, as_json: bool) -> None:
@@ -422,9 +364,8 @@ def activate(
             store = store_of(engine, projection)
             try:
                 with translate():
-                    previous = store.active()
-                    store.activate(generation, require_caught_up=not force)
-                    row = generation_row(store, generation)
+                    previous = lifecycle.activate(store, generation, force=force)
+                    row = lifecycle.generation_row(store, generation)
             except EngineError as error:
                 if isinstance(error.__cause__, NotCaughtUp):
                     raise EngineError(
@@ -462,7 +403,7 @@ def drop(
         with _errors():
             store = store_of(engine, projection)
             with translate():
-                store.drop(generation)
+                lifecycle.drop(store, generation)
     finally:
         engine.dispose()
     if as_json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -23,21 +23,13 @@ from agora.cli.common import (
     app,
     out,
 )
-from agora.workers import (
-    EngineError,
-    store_of,
-    translate,
-)
+from agora.workers import store_of, translate
+from projections import lifecycle
 from projections.status import (
     dead_letter,
     dead_letter_rows,
     read_status,
 )
-from projections.store import ReleaseOutcome
-
-if TYPE_CHECKING:
-    pass
-
 
 dlq_app = typer.Typer(
     help="Inspect and retry dead letters: events a projection set aside.", no_args_is_help=True
@@ -86,7 +78,7 @@ def dlq_list(
         engine.dispose()
     for letter in letters:
         letter["generation_state"] = states.get(
-            (letter["projection"], letter["generation"]), "dropped"
+            (letter["projection"], letter["generation"]), lifecycle.GenerationState.DROPPED
         )
     if as_json:
         _json({"dead_letters": letters, "count": len(letters), "limit": limit})
@@ -165,14 +157,12 @@ def _release(
         with _errors():
             store = store_of(engine, projection)
             with translate(f"cannot release {community} of {projection}"):
-                active = generation if generation is not None else store.active()
-                if active is None:
-                    raise EngineError(f"{projection} has no active generation")
-                if community not in store.parked_communities(active):
-                    raise UsageError(f"{community} is not parked in {projection} g{active}")
-                outcome: ReleaseOutcome = store.retry_community(
-                    active, community, skip_reason=skip_reason
-                )
+                try:
+                    active, outcome = lifecycle.release_community(
+                        store, community, generation=generation, skip_reason=skip_reason
+                    )
+                except lifecycle.NotParked as error:
+                    raise UsageError(str(error)) from None
     finally:
         engine.dispose()
     if as_json:
@@ -276,10 +266,7 @@ def dlq_retry(
         with _errors():
             store = store_of(engine, projection)
             with translate(f"cannot retry dead letters of {projection}"):
-                active = store.active()
-                if active is None:
-                    raise EngineError(f"{projection} has no active generation")
-                outcome = store.retry_dead_letters(active, seqs or None)
+                active, outcome = lifecycle.retry_dead_letters(store, seqs)
     finally:
         engine.dispose()
     if as_json:

@@ -17,6 +17,7 @@ from rich import box
 from rich.table import Table
 
 from events.subjects import STREAM
+from projections.lifecycle import GenerationState
 from projections.status import WORKING_STATES, StatusRow, parse_time
 
 
@@ -38,14 +39,20 @@ class Line:
 
 def visible(rows: Iterable[StatusRow], show_all: bool) -> list[StatusRow]:
     """The rows to show: without retired generations unless ``show_all``."""
-    return [r for r in rows if show_all or r.generation_state != "retired"]
+    return [r for r in rows if show_all or r.generation_state != GenerationState.RETIRED]
 
 
 def hidden_generations(rows: Iterable[StatusRow], show_all: bool) -> int:
     """How many generations ``visible`` leaves out."""
     if show_all:
         return 0
-    return len({(r.projection, r.generation) for r in rows if r.generation_state == "retired"})
+    return len(
+        {
+            (r.projection, r.generation)
+            for r in rows
+            if r.generation_state == GenerationState.RETIRED
+        }
+    )
 
 
 def short_seconds(value: float | None) -> str:

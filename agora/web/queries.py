@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from projections.api import Projection, TableNamer
 from projections.counts import EventCounts
 from projections.engagement.tables import STABLE as ENGAGEMENT
-from projections.infra import generations, parked
+from projections.infra import GenerationState, generations, parked
 from projections.moderation.queries import STABLE as MODERATION
 from projections.reputation import RULE_SETS, projection_for, projection_name
 
@@ -299,7 +299,7 @@ def held_figures(conn: Connection, community: str, names: frozenset[str]) -> lis
             (generations.c.projection == parked.c.projection)
             & (generations.c.generation == parked.c.generation),
         )
-        .where(parked.c.community == community, generations.c.state == "active")
+        .where(parked.c.community == community, generations.c.state == GenerationState.ACTIVE)
         .order_by(parked.c.projection)
     ).all()
     return [

@@ -13,6 +13,7 @@ The last section holds the regression tests of engine problems found on the way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -41,15 +42,13 @@ from support.engine import (
     database_url,
     make_events,
     oracle,
-    publish,
     stream_head,
     wait_until,
-    wires,
 )
 
 from agora.embedded import EmbeddedNats, free_port
 from agora.registry import get_projections
-from agora.workers import seq_at_time
+from agora.stack import API_TIMEOUT
 from events import Event
 from events.publisher import Publisher, PublishStatus
 from projections.api import Delivered
@@ -58,11 +57,11 @@ from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.infra import checkpoints
 from projections.infra import status as status_table
+from projections.lifecycle import seq_at_time
 from projections.locks import WriterLock
 from projections.runner import Worker, WorkerSettings
 from projections.status import lag_age, read_status, wait_for
 from projections.store import ProjectionStore
-from projections.supervisor import build_and_swap, start_generation
 
 NAME = "event_counts"
 FAST = WorkerSettings(stall_timeout=2.0, idle_heartbeat=0.5, status_interval=0.2, lock_poll=0.1)
@@ -464,6 +463,43 @@ async def test_an_interrupted_rebuild_stays_building_and_is_continued(
         worker.close()
 
 
+async def test_a_rebuild_rides_out_a_broker_stall(
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    nc: Client,
+    js: JetStreamContext,
+    sqlite_url: str,
+    engine_of: Any,
+) -> None:
+    """Failed before: `agora rebuild` exited 1 with `cannot read stream AGORA: NATS error: nats:
+    timeout` when the broker stalled longer than a request's timeout during the build."""
+    cli = cli_env(nats_server.url, tmp_path, sqlite_url)
+    engine = engine_of(sqlite_url)
+    pairs = await publish_events(nc, make_events(500, seed=33))
+    assert (await cli("rebuild", NAME)).code == 0  # g1
+
+    lock = WriterLock(engine, NAME, 2, 0)  # the build of g2 waits for it: it only reads the head
+    assert lock.try_acquire()
+    build = cli.start("rebuild", "rebuild", NAME, "--json")
+    try:
+        await wait_until(lambda: 2 in generation_states(engine), 60, "g2 to be created")
+        nats_server.pause()
+        try:  # the fault lasts twice the CLI's request timeout; a build ending in it has failed
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(build.process.wait, 2 * API_TIMEOUT + 1)
+        finally:
+            nats_server.resume()
+        lock.release()
+        await wait_until(lambda: not build.running(), 60, "the rebuild to end", 0.1)
+        assert build.process.returncode == 0, build.stderr()
+        document = json.loads(build.stdout())
+        assert (document["generation"], document["swapped"]) == (2, True)
+        assert counts(engine, f"{NAME}__g2") == oracle(pairs)
+    finally:
+        build.close()
+        lock.release()
+
+
 # -- output: a progress bar on a terminal, clean JSON in a pipe ----------------------------------
 
 #: Columns of the pseudo-terminal (wide enough for one JSON log line).
@@ -800,60 +836,6 @@ async def test_usage_errors_exit_2_and_a_missing_stream_exits_1(
     nothing = await cli("dlq", "list", "--json")
     assert nothing.code == 0 and nothing.json()["dead_letters"] == []
     assert (await cli("dlq", "show", NAME, "1")).code == 1
-
-
-# -- engine problems found while building the CLI ------------------------------------------------
-
-
-async def stale_build(
-    js: JetStreamContext, engine: sa.Engine
-) -> tuple[ProjectionStore, WriterLock, asyncio.Event, asyncio.Task[bool]]:
-    """g1 active at the head; g2 building, with a build_and_swap blocked on g2's writer lock."""
-    seqs = await publish(js, wires(make_events(300, seed=61)))
-    store = ProjectionStore(engine, EventCounts())
-    store.ensure(1)
-    store.activate(1)
-    await asyncio.wait_for(
-        Worker(js, store, generation=1, settings=FAST).run(until_seq=seqs[-1]), 60
-    )
-    assert start_generation(store, 1) == 2
-    lock = WriterLock(engine, NAME, 2, 0)
-    assert lock.try_acquire()
-    stop = asyncio.Event()
-    task = asyncio.create_task(build_and_swap(js, store, 2, settings=FAST, stop=stop))
-    return store, lock, stop, task
-
-
-async def test_engine_a_stale_build_does_not_undo_a_rollback(
-    js: JetStreamContext, sqlite_url: str, engine_of: Any
-) -> None:
-    store, lock, stop, task = await stale_build(js, engine_of(sqlite_url))
-    try:
-        store.activate(2, require_caught_up=False)  # swapped in by `agora rebuild`
-        store.activate(1, require_caught_up=False)  # rolled back: `agora activate NAME 1 --force`
-        lock.release()
-        swapped = await asyncio.wait_for(task, 60)
-        assert store.active() == 1, "the stale build swapped g2 in again, undoing the rollback"
-        assert swapped is False
-    finally:
-        stop.set()
-        lock.release()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_engine_a_build_ends_when_its_generation_is_dropped(
-    js: JetStreamContext, sqlite_url: str, engine_of: Any
-) -> None:
-    store, lock, stop, task = await stale_build(js, engine_of(sqlite_url))
-    try:
-        store.drop(2)  # `agora drop NAME 2` while a worker builds it
-        lock.release()
-        done, _ = await asyncio.wait({task}, timeout=10)
-        assert done, "the build of a dropped generation keeps retrying (no such table) forever"
-    finally:
-        stop.set()
-        lock.release()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 class _Breakable(EventCounts):

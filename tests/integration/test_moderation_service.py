@@ -37,12 +37,12 @@ from events.ids import derived_event_id
 from events.publisher import Publisher, PublishResult, PublishStatus
 from events.subjects import STREAM
 from projections.database import create_engine
+from projections.lifecycle import bootstrap, build, start_generation
 from projections.moderation import ModerationQueue
 from projections.moderation import queries as q
 from projections.runner import Worker, WorkerSettings
 from projections.status import wait_for
 from projections.store import ProjectionStore
-from projections.supervisor import bootstrap, build_and_swap, start_generation
 from services.moderation.app import Running
 from services.moderation.decisions import DECIDE_SUBJECT
 from services.moderation.reactor import RULE, Reactor, SweepState, hide_event_id
@@ -522,7 +522,7 @@ async def test_a_rebuild_or_a_lagging_generation_made_active_does_not_hide_again
 
     # A regular rebuild, built beside and swapped in once caught up.
     assert start_generation(store, 1) == 3
-    assert await asyncio.wait_for(build_and_swap(js, store, 3, settings=FAST), 60)
+    assert (await asyncio.wait_for(build(js, store, 3, settings=FAST), 60)).swapped
     assert store.active() == 3
     assert (await fresh.sweep()).state is SweepState.IDLE
     assert (reactor.stats.attempts, fresh.stats.attempts, await hides(js)) == (1, 0, 1)

@@ -28,11 +28,12 @@ from support.engine import (
     wires,
 )
 
+from projections import lifecycle
 from projections.counts import EventCounts
 from projections.database import create_engine, reader
+from projections.lifecycle import bootstrap, start_generation
 from projections.runner import Worker, WorkerSettings
 from projections.store import ProjectionStore
-from projections.supervisor import bootstrap, build_and_swap, start_generation
 
 FAST = WorkerSettings(
     stall_timeout=2.0, idle_heartbeat=0.5, status_interval=0.2, lock_poll=0.1, db_retry=0.2
@@ -83,7 +84,7 @@ async def test_a_swap_behind_an_open_reader_never_stalls_the_live_worker(
     try:
         dashboard.execute(sa.text("SELECT count(*) FROM event_counts")).scalar()
         build = asyncio.create_task(
-            build_and_swap(js, store, 2, settings=FAST, stop=stop, check_interval=0.05)
+            lifecycle.build(js, store, 2, settings=FAST, stop=stop, poll=0.05)
         )
         await wait_until(
             lambda: _swap_waits_for_lock(engine), 60, "the swap waiting behind the reader"
@@ -110,7 +111,7 @@ async def test_a_swap_behind_an_open_reader_never_stalls_the_live_worker(
             await asyncio.to_thread(thread.join, 30)
 
     try:
-        assert await asyncio.wait_for(build, 60) is True
+        assert (await asyncio.wait_for(build, 60)).swapped
         assert store.active() == 2
         await wait_until(lambda: store.checkpoint(2) == more[-1], 60, "g2 at the head")
         events = make_events(300, seed=61) + make_events(200, seed=62, tag="more")

@@ -1,9 +1,12 @@
-"""Rebuilds without downtime: a new generation built beside the live one and swapped in.
+"""The generation lifecycle (projections.lifecycle), on SQLite and on PostgreSQL.
 
-While generation 1 stays live and events keep arriving, generation 2 is built by replay and swapped
-in atomically; a reader querying the stable name ``event_counts`` the whole time never gets an
-error and never sees its totals go backwards. The swap can be rolled back, the unused generation
-dropped (never the active one), and a new code version makes the Supervisor rebuild by itself.
+Bootstrap; rebuilds without downtime: while generation 1 stays live and events keep arriving,
+generation 2 is built by replay and swapped in atomically, and a reader querying the stable name
+``event_counts`` the whole time never gets an error nor sees its totals go backwards. A stopped
+build stays building and resumes; the swap can be rolled back, the unused generation dropped
+(never the active one); a build stuck on a paused partition or a parked community says so; a
+stale build never undoes a rollback; a broker stall does not kill a build; a new code version
+makes the Supervisor rebuild by itself.
 """
 
 from __future__ import annotations
@@ -11,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 import sqlalchemy as sa
+import structlog.testing
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from support.engine import (
     DB_KINDS,
+    Breakable,
     counts,
     database_url,
     make_events,
@@ -30,15 +38,34 @@ from support.engine import (
     wires,
 )
 
+from agora.embedded import EmbeddedNats
 from events import Event
 from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.errors import ProjectionError
+from projections.lifecycle import (
+    AlreadyBuilding,
+    BuildEnd,
+    BuildPaused,
+    BuildProgress,
+    GenerationState,
+    StartOutOfRange,
+    activate,
+    bootstrap,
+    build,
+    drop,
+    live_worker,
+    prepare_generation,
+    release_community,
+    rollback,
+    serving_positions,
+    start_generation,
+)
 from projections.locks import WriterLock
 from projections.runner import Worker, WorkerSettings
-from projections.status import wait_for
+from projections.status import PartitionStatus, wait_for
 from projections.store import FoldPolicy, NotCaughtUp, ProjectionStore, RawMessage
-from projections.supervisor import Supervisor, bootstrap, build_and_swap, start_generation
+from projections.supervisor import Supervisor
 
 FAST = WorkerSettings(
     stall_timeout=2.0, idle_heartbeat=0.5, status_interval=0.2, lock_poll=0.1, db_retry=0.2
@@ -164,8 +191,8 @@ async def test_a_rebuild_under_load_swaps_atomically_and_can_be_rolled_back(
     number = start_generation(store, 1)
     assert number == 2
     started = time.monotonic()
-    swapped = build_and_swap(js, store, 2, settings=FAST, check_interval=0.05)
-    assert await asyncio.wait_for(swapped, 120)
+    outcome = await asyncio.wait_for(build(js, store, 2, settings=FAST, poll=0.05), 120)
+    assert outcome.end is BuildEnd.SWAPPED and outcome.state is GenerationState.ACTIVE
     build_seconds = time.monotonic() - started
     assert store.active() == 2
     assert "event_counts__g2" in view_target(engine)
@@ -177,7 +204,7 @@ async def test_a_rebuild_under_load_swaps_atomically_and_can_be_rolled_back(
     await publishing
     head = await stream_head(js)
     assert head == len(published.pairs)
-    # build_and_swap stops its workers after the swap; the active generation runs on.
+    # build() stops its workers after the swap; the active generation runs on.
     _, g2_worker = spawn(
         background, lambda stop: Worker(js, store, generation=2, settings=FAST).run(stop)
     )
@@ -344,23 +371,261 @@ async def test_a_stale_build_never_undoes_a_rollback_and_ends_when_dropped(
     assert start_generation(store, 1) == 2
     lock = WriterLock(engine, "event_counts", 2, 0)
     assert lock.try_acquire()
-    build = asyncio.create_task(build_and_swap(js, store, 2, settings=FAST, check_interval=0.05))
-    store.activate(2, require_caught_up=False)
-    store.activate(1, require_caught_up=False)
+    task = asyncio.create_task(build(js, store, 2, settings=FAST, poll=0.05))
+    assert activate(store, 2, force=True) == 1  # swapped in by `agora rebuild`
+    assert rollback(store, 1) == 2  # rolled back: `agora activate NAME 1 --force`
     lock.release()
-    assert await asyncio.wait_for(build, 30) is False
-    assert store.active() == 1
+    ended = await asyncio.wait_for(task, 30)
+    assert store.active() == 1, "the stale build swapped g2 in again, undoing the rollback"
+    assert (ended.end, ended.state) == (BuildEnd.SUPERSEDED, GenerationState.RETIRED)
 
     # A build whose generation is dropped under it ends instead of retrying forever.
     assert start_generation(store, 1) == 3
     held = WriterLock(engine, "event_counts", 3, 0)
     assert held.try_acquire()
-    build = asyncio.create_task(build_and_swap(js, store, 3, settings=FAST, check_interval=0.05))
-    store.drop(3)
+    task = asyncio.create_task(build(js, store, 3, settings=FAST, poll=0.05))
+    drop(store, 3)  # `agora drop NAME 3` while a worker builds it
     held.release()
-    assert await asyncio.wait_for(build, 30) is False
+    ended = await asyncio.wait_for(task, 30)
+    assert (ended.end, ended.state) == (BuildEnd.SUPERSEDED, GenerationState.DROPPED)
     assert {r.generation: r.state for r in store.generations()} == {
         1: "active",
         2: "retired",
         3: "dropped",
     }
+
+
+# -- bootstrap, preparing, resuming ---------------------------------------------------------------
+
+
+def test_bootstrap_creates_g1_once_and_refuses_a_registry_without_an_active_generation(
+    engine: sa.Engine,
+) -> None:
+    store = ProjectionStore(engine, EventCounts())
+    assert bootstrap(store, 2) == 1
+    assert bootstrap(store, 2) == 1, "bootstrap is idempotent"
+    rows = store.generations()
+    assert [(r.generation, r.state, r.partitions) for r in rows] == [(1, GenerationState.ACTIVE, 2)]
+    assert rows[0].state == "active", "the stored value stays the plain string"
+
+    other = ProjectionStore(engine, OtherCounts())
+    other.ensure(1)  # a lone building generation (a first build interrupted) is activated
+    assert bootstrap(other, 1) == 1 and other.active() == 1
+    assert start_generation(other, 1) == 2
+    drop(other, 2)
+    with pytest.raises(ProjectionError, match="is active"):
+        drop(other, 1)
+    rollback(other, 1)
+    with pytest.raises(ProjectionError, match="no generation 7"):
+        drop(other, 7)
+
+
+async def test_a_stopped_build_stays_building_at_its_checkpoint_and_resumes(
+    js: JetStreamContext, engine: sa.Engine
+) -> None:
+    seqs = await publish(js, wires(make_events(1_500, seed=26)))
+    pairs = list(zip(seqs, make_events(1_500, seed=26), strict=True))
+    store = ProjectionStore(engine, EventCounts())
+    bootstrap(store, 1)
+    with pytest.raises(StartOutOfRange, match="past the stream's last seq 1500"):
+        await prepare_generation(js, store, start_seq=1_502)
+    row = await prepare_generation(js, store, partitions=2)
+    assert (row.generation, row.state, row.partitions, row.start_seq) == (
+        2,
+        GenerationState.BUILDING,
+        2,
+        1,
+    )
+    with pytest.raises(AlreadyBuilding, match=r"g2 is already building.*--resume 2"):
+        await prepare_generation(js, store)
+
+    # The writer lock of one partition is held elsewhere: the build cannot finish; stop it.
+    lock = WriterLock(engine, "event_counts", 2, 1)
+    assert lock.try_acquire()
+    stop = asyncio.Event()
+    seen: list[BuildProgress] = []
+    task = asyncio.create_task(
+        build(js, store, 2, stop=stop, on_progress=seen.append, settings=FAST, poll=0.05)
+    )
+    await wait_until(lambda: store.checkpoint(2, 0) == 1_500, 60, "partition 0 to catch up")
+    stop.set()
+    stopped = await asyncio.wait_for(task, 30)
+    lock.release()
+    assert (stopped.end, stopped.state, stopped.finished) == (
+        BuildEnd.STOPPED,
+        GenerationState.BUILDING,
+        False,
+    )
+    assert (stopped.checkpoint, stopped.head) == (0, 1_500), "the slowest partition's checkpoint"
+    assert seen and seen[-1].head == 1_500
+    assert store.active() == 1
+
+    resumed_row = await prepare_generation(js, store, resume=2)
+    assert resumed_row.generation == 2
+    resumed = await asyncio.wait_for(build(js, store, 2, settings=FAST, poll=0.05), 60)
+    assert (resumed.end, resumed.checkpoint) == (BuildEnd.SWAPPED, 1_500)
+    assert store.active() == 2
+    assert counts(engine, "event_counts") == oracle(pairs)
+    with pytest.raises(ProjectionError, match="only a building one resumes"):
+        await prepare_generation(js, store, resume=1)
+    # Building an active generation again ends at once: it is swapped in already.
+    assert (await build(js, store, 2, settings=FAST)).end is BuildEnd.SWAPPED
+
+
+async def test_a_build_without_swap_ends_caught_up_and_stays_building(
+    js: JetStreamContext, engine: sa.Engine
+) -> None:
+    await publish(js, wires(make_events(400, seed=27)))
+    store = ProjectionStore(engine, EventCounts())
+    bootstrap(store, 1)
+    number = (await prepare_generation(js, store, start_seq=101)).generation
+    ended = await asyncio.wait_for(build(js, store, number, swap=False, settings=FAST), 60)
+    assert (ended.end, ended.state, ended.finished, ended.swapped) == (
+        BuildEnd.CAUGHT_UP,
+        GenerationState.BUILDING,
+        True,
+        False,
+    )
+    assert (ended.start_seq, ended.checkpoint, ended.head) == (101, 400, 400)
+    assert store.active() == 1
+    assert activate(store, number) == 1
+    assert {r.generation: r.state for r in store.generations()} == {1: "retired", 2: "active"}
+
+
+# -- stuck builds ---------------------------------------------------------------------------------
+
+
+async def test_a_build_paused_on_a_fold_error_says_where(
+    js: JetStreamContext, engine: sa.Engine
+) -> None:
+    events = make_events(200, seed=28)
+    events[120] = msgspec.structs.replace(events[120], actor="poison")
+    await publish(js, wires(events))
+    store = ProjectionStore(engine, Breakable("poison"))
+    bootstrap(store, 1)
+    number = start_generation(store, 1)
+    paused = replace(FAST, fold_policy=FoldPolicy.PAUSE)
+    with pytest.raises(
+        BuildPaused,
+        match=rf"event_counts g{number} p0 paused at checkpoint \d+: fold failed at seq 121",
+    ):
+        await asyncio.wait_for(build(js, store, number, settings=paused, poll=0.05), 60)
+    assert {r.generation: r.state for r in store.generations()} == {1: "active", 2: "building"}
+
+
+async def test_a_build_with_a_parked_community_names_the_command_that_releases_it(
+    js: JetStreamContext, engine: sa.Engine
+) -> None:
+    events = make_events(300, seed=29)
+    events[150] = msgspec.structs.replace(events[150], actor="poison")
+    seqs = await publish(js, wires(events))
+    projection = Breakable("poison")
+    store = ProjectionStore(engine, projection)
+    bootstrap(store, 1)
+    number = start_generation(store, 1)
+    community = events[150].community
+    with pytest.raises(BuildPaused) as stuck:
+        await asyncio.wait_for(build(js, store, number, settings=FAST, poll=0.05), 60)
+    assert f"community {community} parked at seq 151" in str(stuck.value)
+    assert f"agora dlq retry event_counts --community {community} --generation {number}" in str(
+        stuck.value
+    )
+    assert store.active() == 1, "a build with a parked community is not swapped in"
+
+    projection.broken.clear()  # the fix is deployed
+    released_in, outcome = release_community(store, community, generation=number)
+    assert released_in == number and outcome.failed_seq is None
+    ended = await asyncio.wait_for(build(js, store, number, settings=FAST, poll=0.05), 60)
+    assert ended.swapped and store.active() == number
+    assert counts(engine, "event_counts") == oracle(zip(seqs, events, strict=True))
+
+
+# -- availability ---------------------------------------------------------------------------------
+
+
+async def test_a_broker_stall_during_a_build_does_not_end_it(
+    nats_server: EmbeddedNats, nc: Client, js: JetStreamContext, engine: sa.Engine
+) -> None:
+    """Failed before: ``cannot read stream AGORA: NATS error: nats: timeout`` ended the build.
+
+    The broker is frozen for three times the client's request timeout while the build looks
+    at the stream's head; the build must ride it out, then finish and swap.
+    """
+    seqs = await publish(js, wires(make_events(500, seed=30)))
+    store = ProjectionStore(engine, EventCounts())
+    bootstrap(store, 1)
+    assert start_generation(store, 1) == 2
+    lock = WriterLock(engine, "event_counts", 2, 0)  # the build waits: it only polls the head
+    assert lock.try_acquire()
+    timeout = 1.0
+    seen: list[BuildProgress] = []
+    task = asyncio.create_task(
+        build(nc.jetstream(timeout=timeout), store, 2, on_progress=seen.append, settings=FAST)
+    )
+    await wait_until(lambda: len(seen) > 0, 30, "the build to read the stream's head")
+    nats_server.pause()
+    try:
+        await asyncio.wait({task}, timeout=3 * timeout)  # the fault's length: not a wait-and-hope
+    finally:
+        nats_server.resume()
+    lock.release()
+    ended = await asyncio.wait_for(task, 60)
+    assert ended.end is BuildEnd.SWAPPED and store.active() == 2
+    assert ended.checkpoint == seqs[-1]
+
+
+def test_serving_positions_and_live_workers_are_read_from_status_rows() -> None:
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+    def row(
+        name: str, generation: int, state: str, partition: int, checkpoint: int, worker: str
+    ) -> PartitionStatus:
+        fresh = (now - timedelta(seconds=5)).replace(tzinfo=None).isoformat()  # as SQLite has it
+        return PartitionStatus(
+            name, generation, 1, state, partition, checkpoint, 0, 0, 0, worker, None,
+            f"w-{name}-{generation}-{partition}", None, fresh,
+        )  # fmt: skip
+
+    rows = [
+        row("a", 1, "retired", 0, 5, "paused"),  # history: neither a position nor a pause
+        row("a", 2, "active", 0, 40, "running"),
+        row("a", 2, "active", 1, 30, "catching_up"),
+        row("b", 1, "active", 0, 7, "stopped"),
+        row("b", 2, "building", 0, 3, "paused"),
+        row("c", 1, "active", 0, 9, "running"),  # not asked for
+    ]
+    points, paused = serving_positions(rows, ["a", "b", "d"])
+    assert (points, paused) == ({"a": 30, "b": 7, "d": None}, {"b"})
+    assert live_worker(rows, 2, stale_after=30, now=now) == "w-a-2-0"
+    assert live_worker(rows, 2, stale_after=1, now=now) is None, "a stale row is no live worker"
+    assert live_worker(rows, 1, stale_after=30, now=now) == "w-c-1-0"
+    assert live_worker(rows, None, stale_after=30, now=now) is None
+
+
+async def test_a_failed_build_in_the_supervisor_is_logged_and_tried_again(
+    js: JetStreamContext,
+    engine: sa.Engine,
+    background: list[tuple[asyncio.Event, asyncio.Task[None]]],
+) -> None:
+    """Failed before: a build task's error was never retrieved (asyncio's "Task exception was
+    never retrieved" at best); now the supervisor logs it and builds the generation again."""
+    await publish(js, wires(make_events(100, seed=32)))
+    store = ProjectionStore(engine, EventCounts())
+    bootstrap(store, 1)
+    assert start_generation(store, 1) == 2
+    with engine.begin() as conn:  # g2 as an older Agora made it: its workers refuse to fold it
+        conn.execute(sa.text("ALTER TABLE agora_seen_event_counts__g2 DROP COLUMN digest"))
+    supervisor = Supervisor(js, engine, [EventCounts()], settings=FAST, poll=0.05)
+    with structlog.testing.capture_logs() as logs:
+        spawn(background, supervisor.run)
+
+        def failures() -> list[dict[str, object]]:
+            return [e for e in logs if e["event"] == "build failed; trying again"]
+
+        await wait_until(lambda: len(failures()) >= 2, 60, "the failed build, logged twice")
+        drop(store, 2)  # the operator's answer: drop it; no build is started again
+        await wait_until(lambda: not supervisor._builds, 30, "the builds to end")
+    first = failures()[0]
+    assert (first["projection"], first["generation"]) == ("event_counts", 2)
+    assert "built by an older Agora" in str(first["error"])
+    assert store.active() == 1
