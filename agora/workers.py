@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
@@ -26,7 +26,6 @@ import sqlalchemy as sa
 import structlog
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
 from agora.config import Settings, env_name
@@ -37,7 +36,6 @@ from events.subjects import STREAM
 from projections.database import create_engine
 from projections.errors import ProjectionError
 from projections.lease import expired_leases
-from projections.runner import Worker, WorkerSettings
 
 # The status rules live in projections.status; the build commands still import these from here.
 from projections.status import LIVE_STATES as LIVE_STATES
@@ -51,8 +49,12 @@ from projections.status import (
     with_lag,
 )
 from projections.status import parse_time as parse_time
-from projections.store import GenerationRow, ProjectionStore
-from projections.supervisor import Supervisor, build_and_swap
+
+# The engine's worker modules load only where used, so that `agora status` does not import them.
+if TYPE_CHECKING:
+    from projections.runner import WorkerSettings
+    from projections.store import GenerationRow, ProjectionStore
+    from projections.supervisor import Supervisor
 
 log = structlog.get_logger("agora.workers")
 
@@ -123,6 +125,8 @@ def open_engine(settings: Settings) -> Engine:
 
 def store_of(engine: Engine, name: str) -> ProjectionStore:
     """A store of the registered projection ``name`` (UnknownProjection if there is none)."""
+    from projections.store import ProjectionStore
+
     return ProjectionStore(engine, get_projections([name])[0])
 
 
@@ -167,6 +171,8 @@ async def seq_at_time(js: JetStreamContext, when: datetime) -> int:
 
 
 def _metrics_server(port: int, addr: str) -> Any:
+    from prometheus_client import start_http_server
+
     try:
         server, _thread = start_http_server(port, addr=addr)
     except OSError as error:
@@ -197,6 +203,8 @@ async def run_workers(
     ``only_partitions`` limits the live partitions this process runs. Logs one progress line per
     projection every ``log_every`` seconds.
     """
+    from projections.supervisor import Supervisor
+
     stop = stop or asyncio.Event()
     projections = get_projections(list(names) if names else None)
     await stack.stream_status()  # the stream must exist: fail clearly instead of retrying
@@ -344,6 +352,9 @@ async def build_generation(
     ends this one too. Stopping (``stop``) leaves the generation ``building`` at its checkpoint.
     Raises :class:`BuildPaused` when a partition pauses on a fold error.
     """
+    from projections.runner import Worker
+    from projections.supervisor import build_and_swap
+
     stop = stop or asyncio.Event()
     name = store.projection.name
     with translate():

@@ -12,15 +12,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from agora.cli.common import (
     EXIT_FAILURE,
@@ -39,29 +30,13 @@ from agora.cli.common import (
     out,
 )
 from agora.config import Settings
-from agora.stack import Stack, StreamStateView
-from agora.workers import (
-    STALE_AFTER,
-    BuildOutcome,
-    BuildState,
-    EngineError,
-    build_generation,
-    generation_row,
-    open_engine,
-    parse_time,
-    read_partitions,
-    seq_at_time,
-    store_of,
-    translate,
-)
-from projections.status import (
-    PartitionStatus,
-)
-from projections.store import GenerationRow, NotCaughtUp, ProjectionStore
-from projections.supervisor import start_generation
 
+# The engine (SQLAlchemy, nats-py, the worker modules) loads when a command runs, not with the CLI.
 if TYPE_CHECKING:
-    pass
+    from agora.stack import Stack, StreamStateView
+    from agora.workers import BuildOutcome, BuildState
+    from projections.status import PartitionStatus
+    from projections.store import GenerationRow, ProjectionStore
 
 
 #: Seconds between two plain progress lines of a build when stdout is not a terminal.
@@ -103,6 +78,16 @@ class _BuildDisplay:
         self.quiet = quiet
         self.interactive = out.is_terminal and not quiet
         self.label = label
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -177,6 +162,8 @@ class _BuildReport:
 
 def _live_worker(rows: Sequence[PartitionStatus], generation: int | None) -> str | None:
     """The id of a worker that looks alive on ``generation`` (a fresh running status row)."""
+    from agora.workers import STALE_AFTER, parse_time
+
     now = datetime.now(UTC)
     for row in rows:
         updated = parse_time(row.updated_at)
@@ -191,6 +178,17 @@ def _live_worker(rows: Sequence[PartitionStatus], generation: int | None) -> str
 
 
 async def _build(settings: Settings, plan: _BuildPlan) -> _BuildReport:
+    from agora.stack import Stack
+    from agora.workers import (
+        EngineError,
+        build_generation,
+        generation_row,
+        open_engine,
+        read_partitions,
+        store_of,
+        translate,
+    )
+
     name = plan.projection
     stop = asyncio.Event()
     with _stop_on_signals(stop):
@@ -249,6 +247,9 @@ async def _prepare_generation(
     state: StreamStateView,
 ) -> int:
     """The generation to build: the one to resume, or a new one starting where asked."""
+    from agora.workers import EngineError, seq_at_time, translate
+    from projections.supervisor import start_generation
+
     name = plan.projection
     if plan.resume is not None:
         row = next((r for r in rows if r.generation == plan.resume), None)
@@ -414,6 +415,9 @@ def activate(
     Without --force a generation behind the active one is refused (exit 1). Running workers
     switch within a second and catch the generation up from its checkpoint.
     """
+    from agora.workers import EngineError, generation_row, store_of, translate
+    from projections.store import NotCaughtUp
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)
@@ -455,6 +459,8 @@ def drop(
     as_json: JsonOption = False,
 ) -> None:
     """Drop a generation's tables (refused for the active one: exit 1)."""
+    from agora.workers import store_of, translate
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)

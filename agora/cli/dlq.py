@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from agora.cli.common import (
     EXIT_FAILURE,
@@ -23,20 +22,10 @@ from agora.cli.common import (
     app,
     out,
 )
-from agora.workers import (
-    EngineError,
-    store_of,
-    translate,
-)
-from projections.status import (
-    dead_letter,
-    dead_letter_rows,
-    read_status,
-)
-from projections.store import ReleaseOutcome
 
+# The engine (SQLAlchemy, the worker modules) and rich's tables load when a command runs.
 if TYPE_CHECKING:
-    pass
+    from projections.store import ReleaseOutcome
 
 
 dlq_app = typer.Typer(
@@ -74,6 +63,11 @@ def dlq_list(
     as_json: JsonOption = False,
 ) -> None:
     """List dead letters, oldest first: projection, generation, seq, subject, kind, error."""
+    from rich.table import Table
+
+    from agora.workers import translate
+    from projections.status import dead_letter_rows, read_status
+
     settings = _settings(ctx)
     if projection is not None:
         _check_names([projection])
@@ -121,6 +115,11 @@ def dlq_show(
     as_json: JsonOption = False,
 ) -> None:
     """Show one dead letter with its raw payload (as text if UTF-8, else base64)."""
+    from rich.table import Table
+
+    from agora.workers import translate
+    from projections.status import dead_letter
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)
@@ -158,6 +157,8 @@ def _release(
     generation: int | None = None,
 ) -> None:
     """Retry or skip a parked community (by default of the active generation); exit 1 on failure."""
+    from agora.workers import EngineError, store_of, translate
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)
@@ -269,6 +270,8 @@ def dlq_retry(
         return
     if generation is not None:
         raise typer.BadParameter("--generation goes with --community")
+    from agora.workers import EngineError, store_of, translate
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)
