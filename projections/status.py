@@ -297,6 +297,16 @@ async def lag_age(
     return max(0.0, ((now or datetime.now(UTC)) - stored).total_seconds())
 
 
+async def stream_head(js: JetStreamContext, stream: str = STREAM) -> int:
+    """The stream's last sequence (here, not in the supervisor, so `agora status` loads no
+    runner and store)."""
+    try:
+        info = await js.stream_info(stream)
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as error:
+        raise ProjectionError(f"cannot read stream {stream}: {error}") from error
+    return int(info.state.last_seq)
+
+
 async def with_lag(
     js: JetStreamContext | None,
     partitions: Sequence[PartitionStatus],
@@ -310,8 +320,6 @@ async def with_lag(
     in ``expired`` (projection, generation, partition): its owner is gone or frozen, and a standby
     takes it over.
     """
-    from projections.supervisor import stream_head  # runner and store: only with NATS
-
     now = now or datetime.now(UTC)
     head = await stream_head(js) if js is not None else None
     ages: dict[int, float | None] = {}

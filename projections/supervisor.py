@@ -15,17 +15,15 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import nats.errors
-import nats.js.errors
 import sqlalchemy as sa
 import structlog
 from nats.js import JetStreamContext
 from sqlalchemy.engine import Engine
 
-from events.subjects import STREAM
 from projections.api import Projection
 from projections.errors import DatabaseError, ProjectionError
 from projections.runner import Progress, Worker, WorkerSettings
+from projections.status import stream_head
 from projections.store import NotBuilding, NotCaughtUp, ProjectionStore
 from projections.swap import SwapBlocked
 
@@ -71,15 +69,6 @@ def start_generation(store: ProjectionStore, partitions: int, start_seq: int = 1
     number = store.next_generation()
     store.ensure(number, partitions, start_seq)
     return number
-
-
-async def stream_head(js: JetStreamContext, stream: str = STREAM) -> int:
-    """The stream's last sequence."""
-    try:
-        info = await js.stream_info(stream)
-    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as error:
-        raise ProjectionError(f"cannot read stream {stream}: {error}") from error
-    return int(info.state.last_seq)
 
 
 async def build_and_swap(
