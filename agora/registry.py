@@ -10,7 +10,8 @@ registered in its pyproject.toml::
 and any installed distribution can register more the same way, without touching Agora. The
 entry point's name is the projection's ``name`` (the prefix of its tables). A change to
 pyproject.toml reaches the environment's metadata when the package is installed again
-(``make install``).
+(``make install``). Listing names (``known_names``, e.g. for `agora status`) loads no
+projection module; a factory's module is imported when that projection is asked for.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from agora.errors import AgoraError
-from projections.api import Projection
+
+if TYPE_CHECKING:
+    from projections.api import Projection
 
 GROUP = "agora.projections"
 """The entry-point group projections are registered in."""
@@ -48,6 +52,12 @@ def registered() -> dict[str, Callable[[], Projection]]:
 
     Read from the installed distributions' metadata each call (the scan is cached by Python).
     """
+    found = _entry_points()
+    return {name: _factory(found[name]) for name in sorted(found)}
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    """The registered entry points by name, checked without importing any of them."""
     found: dict[str, EntryPoint] = {}
     for point in entry_points(group=GROUP):
         if not _NAME.fullmatch(point.name):
@@ -64,32 +74,32 @@ def registered() -> dict[str, Callable[[], Projection]]:
             f"no projection of {OWN_DISTRIBUTION!r} is registered in this environment: its "
             "installed metadata predates the entry points; install it again (make install)"
         )
-    return {name: _factory(found[name]) for name in sorted(found)}
+    return found
 
 
 def known_names() -> list[str]:
-    """The registered projection names, in name order."""
-    return list(registered())
+    """The registered projection names, in name order (no projection module is imported)."""
+    return sorted(_entry_points())
 
 
 def get_projection(name: str) -> Projection:
     """A fresh instance of the projection called ``name``; UnknownProjection if there is none."""
-    factory = registered().get(name)
-    if factory is None:
+    point = _entry_points().get(name)
+    if point is None:
         raise UnknownProjection(name)
-    return factory()
+    return _factory(point)()
 
 
 def get_projections(names: list[str] | None = None) -> list[Projection]:
     """Fresh instances of ``names`` (all registered projections when empty), without repeats."""
-    factories = registered()
-    chosen = list(dict.fromkeys(names)) if names else list(factories)
+    points = _entry_points()
+    chosen = list(dict.fromkeys(names)) if names else sorted(points)
     out: list[Projection] = []
     for name in chosen:
-        factory = factories.get(name)
-        if factory is None:
+        point = points.get(name)
+        if point is None:
             raise UnknownProjection(name)
-        out.append(factory())
+        out.append(_factory(point)())
     return out
 
 

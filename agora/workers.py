@@ -15,13 +15,12 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
 import sqlalchemy as sa
 import structlog
-from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
 from agora.config import Settings, env_name
@@ -30,17 +29,20 @@ from agora.registry import get_projections
 from agora.stack import Stack
 from projections.database import create_engine
 from projections.errors import ProjectionError
+from projections.infra import GenerationState
 from projections.lease import expired_leases
-from projections.lifecycle import GenerationState
-from projections.runner import WorkerSettings
 from projections.status import (
     PartitionStatus,
     StatusRow,
     read_status,
     with_lag,
 )
-from projections.store import ProjectionStore
-from projections.supervisor import Supervisor
+
+# The engine's worker modules load only where used, so that `agora status` does not import them.
+if TYPE_CHECKING:
+    from projections.runner import WorkerSettings
+    from projections.store import ProjectionStore
+    from projections.supervisor import Supervisor
 
 log = structlog.get_logger("agora.workers")
 
@@ -101,6 +103,8 @@ def open_engine(settings: Settings) -> Engine:
 
 def store_of(engine: Engine, name: str) -> ProjectionStore:
     """A store of the registered projection ``name`` (UnknownProjection if there is none)."""
+    from projections.store import ProjectionStore
+
     return ProjectionStore(engine, get_projections([name])[0])
 
 
@@ -109,6 +113,8 @@ def store_of(engine: Engine, name: str) -> ProjectionStore:
 
 def _metrics_server(port: int, addr: str) -> Any:
     try:
+        from prometheus_client import start_http_server
+
         server, _thread = start_http_server(port, addr=addr)
     except OSError as error:
         raise EngineError(
@@ -138,6 +144,8 @@ async def run_workers(
     ``only_partitions`` limits the live partitions this process runs. Logs one progress line per
     projection every ``log_every`` seconds.
     """
+    from projections.supervisor import Supervisor
+
     stop = stop or asyncio.Event()
     projections = get_projections(list(names) if names else None)
     await stack.stream_status()  # the stream must exist: fail clearly instead of retrying

@@ -8,18 +8,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from agora.cli.common import (
     EXIT_FAILURE,
@@ -38,17 +29,11 @@ from agora.cli.common import (
     out,
 )
 from agora.config import Settings
-from agora.stack import Stack
-from agora.workers import (
-    EngineError,
-    open_engine,
-    read_partitions,
-    store_of,
-    translate,
-)
-from projections import lifecycle
-from projections.lifecycle import BuildEnd, BuildOutcome, BuildProgress
-from projections.store import NotCaughtUp
+
+# The engine (SQLAlchemy, nats-py, the lifecycle) and rich's progress bars load when a command
+# runs, not with the CLI.
+if TYPE_CHECKING:
+    from projections.lifecycle import BuildOutcome, BuildProgress
 
 #: Seconds between two plain progress lines of a build when stdout is not a terminal.
 BUILD_PRINT_EVERY = 10.0
@@ -86,6 +71,16 @@ class _BuildDisplay:
     """A progress bar of a build (checkpoint against head, events/s, ETA) or plain lines."""
 
     def __init__(self, label: str, quiet: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.quiet = quiet
         self.interactive = out.is_terminal and not quiet
         self.label = label
@@ -162,6 +157,11 @@ class _BuildReport:
 
 
 async def _build(settings: Settings, plan: _BuildPlan) -> _BuildReport:
+    from agora.stack import Stack
+    from agora.workers import EngineError, open_engine, read_partitions, store_of, translate
+    from projections import lifecycle
+    from projections.lifecycle import BuildEnd
+
     name = plan.projection
     stop = asyncio.Event()
     with _stop_on_signals(stop):
@@ -356,6 +356,10 @@ def activate(
     Without --force a generation behind the active one is refused (exit 1). Running workers
     switch within a second and catch the generation up from its checkpoint.
     """
+    from agora.workers import EngineError, store_of, translate
+    from projections import lifecycle
+    from projections.store import NotCaughtUp
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)
@@ -396,6 +400,9 @@ def drop(
     as_json: JsonOption = False,
 ) -> None:
     """Drop a generation's tables (refused for the active one: exit 1)."""
+    from agora.workers import store_of, translate
+    from projections import lifecycle
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)

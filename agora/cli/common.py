@@ -15,20 +15,16 @@ import msgspec
 import structlog
 import typer
 from rich.console import Console
-from sqlalchemy.engine import Engine
 
 from agora.config import Settings, env_name, get_settings
 from agora.errors import AgoraError, ConfigError, StreamConfigMismatch
 from agora.logs import configure_logging
 from agora.registry import UnknownProjection, get_projection
-from agora.workers import (
-    open_engine,
-)
 from events.errors import EventError
 from events.subjects import STREAM
 
 if TYPE_CHECKING:
-    pass
+    from sqlalchemy.engine import Engine
 
 
 EXIT_OK = 0
@@ -199,6 +195,8 @@ def _check_names(names: Sequence[str]) -> None:
 
 
 def _open_engine(settings: Settings) -> Engine:
+    from agora.workers import open_engine  # the engine modules: only for commands that use them
+
     with _errors():
         return open_engine(settings)
     raise AssertionError("unreachable")  # pragma: no cover

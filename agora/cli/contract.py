@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import msgspec
 import typer
-from rich.table import Table
 
 from agora.cli.common import (
     EXIT_FAILURE,
@@ -28,15 +27,14 @@ from agora.cli.common import (
     out,
 )
 from agora.config import DEFAULT_DEMO_DATA, Settings, default_demo_data, env_name, sources
-from agora.stack import Stack
 from events.catalogue import Event
 from events.codec import check_clock_skew, validate_json
 from events.errors import EventError
-from events.publisher import Publisher, PublishResult, PublishStatus
 from events.schema import event_schemas, union_schema
 
+# nats-py (through agora.stack and the publisher) loads when `publish` runs, not with the CLI.
 if TYPE_CHECKING:
-    pass
+    from events.publisher import Publisher, PublishResult
 
 
 # -- schema, config ----------------------------------------------------------------------------
@@ -113,6 +111,8 @@ def config(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         _json(rows)
         return
+    from rich.table import Table
+
     table = Table(title="Agora settings")
     table.add_column("variable", style="bold")
     table.add_column("value", overflow="fold")
@@ -166,6 +166,9 @@ def _numbered_batches(stream: BinaryIO, size: int) -> Iterator[list[tuple[int, b
 
 
 async def _publish_file(settings: Settings, stream: BinaryIO, batch_size: int) -> _PublishReport:
+    from agora.stack import Stack
+    from events.publisher import PublishStatus
+
     report = _PublishReport()
     batches = _numbered_batches(stream, batch_size)
     skew = timedelta(seconds=settings.publish_max_future_skew)
@@ -211,6 +214,8 @@ async def _publish_file(settings: Settings, stream: BinaryIO, batch_size: int) -
 
 async def _publish_all(publisher: Publisher, events: Sequence[Event]) -> list[PublishResult]:
     """Publish a batch; an error for the whole batch becomes one failed result per event."""
+    from events.publisher import PublishResult, PublishStatus
+
     if not events:
         return []
     try:

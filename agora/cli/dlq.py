@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from agora.cli.common import (
     EXIT_FAILURE,
@@ -23,13 +22,8 @@ from agora.cli.common import (
     app,
     out,
 )
-from agora.workers import store_of, translate
-from projections import lifecycle
-from projections.status import (
-    dead_letter,
-    dead_letter_rows,
-    read_status,
-)
+
+# The engine (SQLAlchemy, the lifecycle) and rich's tables load when a command runs.
 
 dlq_app = typer.Typer(
     help="Inspect and retry dead letters: events a projection set aside.", no_args_is_help=True
@@ -66,6 +60,12 @@ def dlq_list(
     as_json: JsonOption = False,
 ) -> None:
     """List dead letters, oldest first: projection, generation, seq, subject, kind, error."""
+    from rich.table import Table
+
+    from agora.workers import translate
+    from projections import lifecycle
+    from projections.status import dead_letter_rows, read_status
+
     settings = _settings(ctx)
     if projection is not None:
         _check_names([projection])
@@ -113,6 +113,11 @@ def dlq_show(
     as_json: JsonOption = False,
 ) -> None:
     """Show one dead letter with its raw payload (as text if UTF-8, else base64)."""
+    from rich.table import Table
+
+    from agora.workers import translate
+    from projections.status import dead_letter
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)
@@ -150,6 +155,9 @@ def _release(
     generation: int | None = None,
 ) -> None:
     """Retry or skip a parked community (by default of the active generation); exit 1 on failure."""
+    from agora.workers import store_of, translate
+    from projections import lifecycle
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)
@@ -259,6 +267,9 @@ def dlq_retry(
         return
     if generation is not None:
         raise typer.BadParameter("--generation goes with --community")
+    from agora.workers import store_of, translate
+    from projections import lifecycle
+
     settings = _settings(ctx)
     _check_names([projection])
     engine = _open_engine(settings)

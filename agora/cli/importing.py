@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agora.cli.common import _json, _run, _settings, app
 from agora.config import Settings
 from agora.errors import AgoraError
-from agora.stack import Stack
-from services.errors import ServiceError
-from services.stackexchange.importer import ImportProgress, ImportSummary, import_stackexchange
+
+# The importer and nats-py (through agora.stack) load when the import runs, not with the CLI.
+if TYPE_CHECKING:
+    from services.stackexchange.importer import ImportProgress, ImportSummary
 
 import_app = typer.Typer(no_args_is_help=True, help="Import a community's history as events.")
 app.add_typer(import_app, name="import")
@@ -24,6 +23,13 @@ async def run_stackexchange_import(
     settings: Settings, directory: Path, community: str, *, show_progress: bool = True
 ) -> ImportSummary:
     """Start the stack, make sure the stream exists, import the dump; return the summary."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agora.stack import Stack
+    from services.errors import ServiceError
+    from services.stackexchange.importer import import_stackexchange
+
     async with Stack(settings) as stack:
         await stack.ensure_stream()
         console = Console(stderr=True)

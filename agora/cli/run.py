@@ -22,10 +22,6 @@ from agora.cli.common import (
 from agora.config import Settings, sources
 from agora.logs import configure_logging
 from agora.registry import known_names
-from agora.stack import Stack
-from agora.workers import (
-    run_workers,
-)
 
 if TYPE_CHECKING:
     from agora.demo import RunOptions, RunReport
@@ -222,6 +218,9 @@ def worker(
     Generations left building (an interrupted rebuild, a new projection version) are built and
     swapped in. One progress line per projection every few seconds goes to the log.
     """
+    from agora.stack import Stack
+    from agora.workers import run_workers
+
     settings = _settings(ctx)
     chosen = list(names or [])
     _check_names(chosen)

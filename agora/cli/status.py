@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy.engine import Engine
 
-from agora.cli import status_view
 from agora.cli.common import (
     EXIT_FAILURE,
     JsonOption,
@@ -28,9 +26,13 @@ from agora.cli.common import (
     out,
 )
 from agora.registry import known_names
-from agora.workers import projection_status, translate
 from events.subjects import STREAM
-from projections.status import ParkedRow, StatusRow, healthy, parked_rows
+
+# SQLAlchemy, nats-py and the engine modules load when the command runs, not with the CLI.
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from projections.status import ParkedRow, StatusRow
 
 
 def _status_document(
@@ -40,6 +42,8 @@ def _status_document(
     idle: list[str],
     parked: Sequence[ParkedRow] = (),
 ) -> dict[str, Any]:
+    from projections.status import healthy
+
     stream: dict[str, Any] = {"name": STREAM, "last_seq": head}
     if nats_error is not None:
         stream["error"] = nats_error
@@ -70,6 +74,9 @@ def _parked_fields(row: ParkedRow) -> dict[str, Any]:
 
 def _live_parked(engine: Engine, rows: list[StatusRow], projection: str | None) -> list[ParkedRow]:
     """Parked communities of active or building generations."""
+    from agora.workers import translate
+    from projections.status import parked_rows
+
     live = {(r.projection, r.generation) for r in rows if r.live}
     with translate("cannot read parked communities"):
         found = parked_rows(engine, projection)
@@ -100,6 +107,8 @@ def status(
     has a parked community or a stale worker (its status not written for 30 s: killed or frozen),
     or when NATS cannot be reached (the database part is still shown).
     """
+    from agora.workers import projection_status
+
     settings = _settings(ctx)
     if projection is not None:
         _check_names([projection])
@@ -155,6 +164,8 @@ def _print_status(
     wide: bool = False,
     show_all: bool = False,
 ) -> None:
+    from agora.cli import status_view
+
     shown = status_view.visible(rows, show_all)
     if shown:
         if wide:

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from agora.cli.common import (
     EXIT_MISMATCH,
@@ -21,12 +20,12 @@ from agora.cli.common import (
     out,
 )
 from agora.errors import AgoraError, StreamConfigMismatch
-from agora.stack import Stack, StreamStatus
 from events.errors import EventError
 from events.subjects import STREAM
 
+# nats-py (through agora.stack) loads when a command runs, not with the CLI.
 if TYPE_CHECKING:
-    pass
+    from agora.stack import StreamStatus
 
 
 stream_app = typer.Typer(
@@ -41,6 +40,8 @@ app.add_typer(stream_app, name="stream")
 @stream_app.command("init")
 def stream_init(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Create the AGORA stream if missing (idempotent); exit 3 if it exists otherwise."""
+    from agora.stack import Stack
+
     settings = _settings(ctx)
 
     async def run() -> bool:
@@ -85,6 +86,10 @@ def _when(value: datetime | None) -> str:
 @stream_app.command("info")
 def stream_info(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the stream's configuration and state (messages, bytes, sequences, times)."""
+    from rich.table import Table
+
+    from agora.stack import Stack
+
     settings = _settings(ctx)
 
     async def run() -> StreamStatus:
