@@ -502,10 +502,11 @@ async def test_a_full_buffer_pauses_the_consumer_instead_of_dropping_messages(
         for p in range(partitions)
     ]
     await asyncio.wait_for(asyncio.gather(*(w.run(until_seq=12_000) for w in workers)), 120)
-    # Each worker paused and resumed; how often depends on how pull requests and batches
-    # interleave (a partition keeps about a third of each request), so only the sum is bounded.
+    # Workers paused and resumed. Which partition's buffer fills depends on how pull requests
+    # and batches interleave (a partition keeps about a third of each request, and a partition
+    # that applies as fast as it receives never fills: seen [0, 4, 3]), so only the sum is bounded.
     pauses = [w.progress.pauses for w in workers]
-    assert all(p >= 1 for p in pauses) and sum(pauses) >= 3, pauses
+    assert sum(pauses) >= 3, pauses
     assert [w.progress.resubscribes for w in workers] == [0] * partitions, "messages were dropped"
     assert counts(engine) == oracle(zip(seqs, events, strict=True))
 
