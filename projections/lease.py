@@ -30,11 +30,6 @@ LEASE_SECONDS = 15.0
 """Default lease: a partition whose owner has not renewed it for this long is taken over."""
 
 
-def db_now(dialect: str) -> Any:
-    """The database's clock as seconds since 1970 (a SQL expression)."""
-    return backend_type(dialect).clock_seconds()
-
-
 class Lease:
     """The lease of one partition, as seen by one process (owner or standby)."""
 
@@ -44,7 +39,7 @@ class Lease:
         self.engine = engine
         self.seconds = seconds
         self.owner = session_name()
-        self._now = db_now(engine.dialect.name)
+        self._now = backend_type(engine.dialect.name).clock_seconds()
         self._key = (
             (leases.c.projection == projection)
             & (leases.c.generation == generation)
@@ -134,7 +129,7 @@ def expired_leases(engine: Engine) -> set[tuple[str, int, int]]:
             return set()
         rows = conn.execute(
             sa.select(leases.c.projection, leases.c.generation, leases.c.partition).where(
-                leases.c.expires < db_now(engine.dialect.name)
+                leases.c.expires < backend_type(engine.dialect.name).clock_seconds()
             )
         ).all()
     return {(r.projection, int(r.generation), int(r.partition)) for r in rows}

@@ -54,7 +54,8 @@ class PartitionStatus:
     error: str | None
     worker: str | None
     rate: float | None
-    updated_at: str | None
+    updated_at: datetime | None
+    """When the worker last wrote its status (aware, UTC), or None."""
 
 
 def read_status(engine: Engine, projection: str | None = None) -> list[PartitionStatus]:
@@ -111,7 +112,7 @@ def read_status(engine: Engine, projection: str | None = None) -> list[Partition
             error=r.error,
             worker=r.worker,
             rate=r.rate,
-            updated_at=r.updated_at.isoformat() if r.updated_at is not None else None,
+            updated_at=r.updated_at,
         )
         for r in rows
     ]
@@ -325,7 +326,7 @@ async def with_lag(
     for p in partitions:
         lag = max(head - p.checkpoint, 0) if head is not None else None
         age = 0.0 if lag == 0 else ages.get(p.checkpoint)
-        updated = parse_time(p.updated_at)
+        updated = p.updated_at
         stale = p.worker_state in WORKING_STATES and (
             (updated is not None and (now - updated).total_seconds() > STALE_AFTER)
             or (p.projection, p.generation, p.partition) in expired

@@ -20,7 +20,7 @@ from projections.errors import DatabaseError, ProjectionError
 from projections.infra import GenerationState
 from projections.lifecycle.generations import generation_row
 from projections.runner import Worker, WorkerSettings, WorkerState
-from projections.status import ParkedRow, PartitionStatus, parked_rows, parse_time, read_status
+from projections.status import ParkedRow, PartitionStatus, parked_rows, read_status
 from projections.store import GenerationRow, NotBuilding, NotCaughtUp, ProjectionStore
 from projections.stream import one_line, stream_head
 from projections.swap import SwapBlocked
@@ -268,6 +268,6 @@ def _paused_since(store: ProjectionStore, number: int, since: datetime) -> list[
         for r in rows
         if r.generation == number
         and r.worker_state == WorkerState.PAUSED
-        and (updated := parse_time(r.updated_at)) is not None
-        and updated >= since
+        and r.updated_at is not None
+        and r.updated_at >= since
     ]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from projections.infra import GenerationState
 from projections.runner import WorkerState
-from projections.status import LIVE_STATES, STALE_AFTER, PartitionStatus, parse_time
+from projections.status import LIVE_STATES, STALE_AFTER, PartitionStatus
 
 
 def serving_positions(
@@ -43,8 +43,8 @@ def live_worker(
         if (
             row.generation == generation
             and row.worker_state in (WorkerState.RUNNING, WorkerState.CATCHING_UP)
-            and (updated := parse_time(row.updated_at)) is not None
-            and (now - updated).total_seconds() < stale_after
+            and row.updated_at is not None
+            and (now - row.updated_at).total_seconds() < stale_after
         ):
             return str(row.worker)
     return None

@@ -580,7 +580,7 @@ def test_serving_positions_and_live_workers_are_read_from_status_rows() -> None:
     def row(
         name: str, generation: int, state: str, partition: int, checkpoint: int, worker: str
     ) -> PartitionStatus:
-        fresh = (now - timedelta(seconds=5)).replace(tzinfo=None).isoformat()  # as SQLite has it
+        fresh = now - timedelta(seconds=5)
         return PartitionStatus(
             name, generation, 1, state, partition, checkpoint, 0, 0, 0, worker, None,
             f"w-{name}-{generation}-{partition}", None, fresh,

@@ -18,7 +18,7 @@ from support.engine import make_events, publish, wait_until, wires
 from projections.counts import EventCounts
 from projections.database import create_engine
 from projections.runner import Worker, WorkerSettings
-from projections.status import parse_time, read_status, wait_for
+from projections.status import read_status, wait_for
 from projections.store import ProjectionStore
 
 NAME = "event_counts"
@@ -60,7 +60,7 @@ async def test_the_rate_reflects_a_trickle_once_an_import_burst_has_left_the_win
 
         def reported() -> float | None:
             [row] = read_status(engine, NAME)
-            updated = parse_time(row.updated_at)
+            updated = row.updated_at
             return row.rate if updated is not None and updated > written_after else None
 
         await wait_until(lambda: reported() is not None, 30, "a status row after the trickle")
